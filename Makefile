@@ -1,0 +1,33 @@
+# The two set-up commands: `make run` and `make test`. Nothing else is installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+## make run: install, start ValetKey on SQLite in ./.valetkey, run the demo, keep serving
+run: $(BIN)/.installed
+	scripts/run.sh
+
+## make test: install PostgreSQL if missing, lint, type-check, run the suite on SQLite and PostgreSQL
+test: $(BIN)/.installed
+	scripts/test.sh
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## make bench: token issuance throughput against a live server (see docs/performance.md)
+bench: $(BIN)/.installed
+	$(BIN)/python bench/token_issuance.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from valetkey.cli.main import main
+
+main()

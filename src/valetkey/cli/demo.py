@@ -1,0 +1,121 @@
+"""`valetkey demo`: the story so far, end to end, against a running server.
+
+It sets up a tenant with the same services the CLI uses, then talks to the server over
+real HTTP exactly as an agent and a resource server would.
+"""
+
+import base64
+import secrets
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.panel import Panel
+from rich.rule import Rule
+
+from valetkey.audit import service as audit_service
+from valetkey.audit.events import AuditQuery
+from valetkey.cli.common import console, identity, run, table
+
+CRM = "https://crm.acme.example"
+
+
+def _claims(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def part(segment: str) -> dict[str, Any]:
+        data: dict[str, Any] = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        return data
+
+    header, payload, _ = token.split(".")
+    return part(header), part(payload)
+
+
+def _step(title: str) -> None:
+    console.print(Rule(f"[bold]{title}[/bold]", align="left"))
+
+
+def _answer(response: httpx.Response) -> None:
+    style = "green" if response.is_success else "red"
+    body = response.text if response.content else "(empty body)"
+    console.print(f"[{style}]HTTP {response.status_code}[/{style}] {body}", highlight=False)
+
+
+def demo(
+    url: str = typer.Option(None, "--url", help="Server base URL (default: VALETKEY_ISSUER)."),
+) -> None:
+    """Run the story: an agent with its own keys, a refused escalation, suspension, audit."""
+
+    async def go() -> None:
+        suffix = secrets.token_hex(2)
+        cid = f"cor_demo_{secrets.token_hex(6)}"
+        async with identity(cid) as (rt, svc):
+            base = (url or rt.settings.issuer).rstrip("/")
+            _step("1. A tenant, a human sponsor and a resource")
+            tenant = await svc.create_tenant(f"acme-{suffix}")
+            sponsor = await svc.create_user(tenant.id, "sam@acme.example", ["admin"])
+            await svc.create_resource(tenant.id, CRM, ["deals:read", "deals:write", "deals:admin"])
+            console.print(
+                f"tenant [bold]{tenant.name}[/bold] ({tenant.id}), sponsor {sponsor.email}, "
+                f"resource {CRM} with deals:admin ⊃ deals:write ⊃ deals:read"
+            )
+
+            _step("2. The agent gets its own identity and keys")
+            agent, secret = await svc.create_agent(
+                tenant.id, "invoice-bot", sponsor.email, ["deals:read"],
+                description="Reads deals to draft invoices",
+            )
+            assert secret is not None
+            rs, rs_secret = await svc.create_service_client(tenant.id, "crm-api", ["introspect"])
+            console.print(
+                f"agent [bold]{agent.name}[/bold] {agent.id} <{agent.address}>, "
+                f"sponsor {sponsor.email}, scopes {' '.join(agent.scopes)}\n"
+                f"client secret {secret[:12]}… (shown once, stored only as a digest)"
+            )
+
+            async with httpx.AsyncClient(
+                base_url=base, headers={"X-Correlation-Id": cid}, timeout=10
+            ) as http:
+                _step("3. It asks for a short-lived token in its own name")
+                form = {"grant_type": "client_credentials", "resource": CRM, "scope": "deals:read"}
+                response = await http.post("/oauth/token", data=form, auth=(agent.id, secret))
+                response.raise_for_status()
+                token = response.json()["access_token"]
+                header, claims = _claims(token)
+                console.print(Panel(
+                    orjson.dumps({"header": header, "claims": claims}, option=orjson.OPT_INDENT_2).decode(),
+                    title="access token (RFC 9068 JWT)", expand=False,
+                ))
+
+                _step("4. It tries to escalate to deals:admin")
+                response = await http.post(
+                    "/oauth/token", data={**form, "scope": "deals:admin"}, auth=(agent.id, secret)
+                )
+                _answer(response)
+
+                _step("5. The CRM introspects the token: active")
+                introspect = {"token": token}
+                response = await http.post("/oauth/introspect", data=introspect, auth=(rs.id, rs_secret))
+                console.print(f"active = {response.json()['active']}")
+
+                _step("6. The sponsor suspends the agent: effective at once")
+                await svc.suspend_agent(agent.id)
+                response = await http.post("/oauth/token", data=form, auth=(agent.id, secret))
+                _answer(response)
+                response = await http.post("/oauth/introspect", data=introspect, auth=(rs.id, rs_secret))
+                console.print(f"the token it already held: active = {response.json()['active']}")
+
+            _step("7. The audit trail, under the agent's own name")
+            events = await rt.audit_store.search(AuditQuery(tenant_id=tenant.id, limit=50))
+            table(
+                f"Audit events of {tenant.name}",
+                ["seq", "type", "outcome", "agent", "reason"],
+                [(e.seq, e.type, e.outcome, e.agent_id or "", e.reason or "") for e in reversed(events)],
+            )
+            result = await audit_service.verify(rt.audit_store, [tenant.id])
+            verdict = "[green]intact[/green]" if result.ok else "[red]BROKEN[/red]"
+            console.print(f"hash chain: {verdict} ({result.events} events)  ·  correlation id {cid}")
+            console.print(
+                f"\nTry: valetkey audit search --tenant {tenant.name} --correlation-id {cid}"
+            )
+
+    run(go)

@@ -1,0 +1,69 @@
+"""`valetkey users`: the people agents act for, sponsor, and answer to."""
+
+import typer
+
+from valetkey.cli import views
+from valetkey.cli.common import JsonOpt, TenantOpt, console, fields, identity, print_json, run, table
+
+app = typer.Typer(help="Manage a tenant's users.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    email: str,
+    tenant: str = TenantOpt,
+    role: list[str] = typer.Option(
+        None, "--role", "-r", help="member (default), approver or admin; repeatable."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Create a user."""
+
+    async def go() -> None:
+        async with identity() as (_, svc):
+            user = await svc.create_user(tenant, email, role or [])
+        if json:
+            print_json(views.user(user))
+        else:
+            fields("User created", views.user(user))
+
+    run(go)
+
+
+@app.command("list")
+def list_(tenant: str = TenantOpt, json: bool = JsonOpt) -> None:
+    """List a tenant's users."""
+
+    async def go() -> None:
+        async with identity() as (_, svc):
+            users = await svc.list_users(tenant)
+        if json:
+            print_json([views.user(u) for u in users])
+        else:
+            table(
+                "Users",
+                ["id", "email", "roles", "status"],
+                [(u.id, u.email, ", ".join(u.roles), u.status) for u in users],
+            )
+
+    run(go)
+
+
+@app.command("deactivate")
+def deactivate(email: str, tenant: str = TenantOpt, json: bool = JsonOpt) -> None:
+    """Deactivate a user. Agents they sponsor keep working and are flagged needs_sponsor."""
+
+    async def go() -> None:
+        async with identity() as (_, svc):
+            user, flagged = await svc.deactivate_user(tenant, email)
+        if json:
+            print_json({**views.user(user), "flagged_agents": [a.id for a in flagged]})
+            return
+        console.print(f"Deactivated {user.email}.")
+        for agent in flagged:
+            console.print(
+                f"[yellow]needs_sponsor[/yellow] {agent.name} ({agent.id}) keeps working; "
+                f"assign a sponsor: valetkey agents set-sponsor {agent.id} EMAIL"
+            )
+
+    run(go)

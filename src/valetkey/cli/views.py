@@ -1,0 +1,88 @@
+"""JSON shapes of the public surface. Keep names stable: scripts and tests rely on them."""
+
+from typing import Any
+
+from valetkey.audit.events import StoredEvent
+from valetkey.clock import iso
+from valetkey.identity.models import Client, Resource, Tenant, User
+
+
+def tenant(t: Tenant, *, full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": t.id, "name": t.name}
+    if full:
+        out["settings"] = t.settings.to_json()
+        out["created_at"] = iso(t.created_at)
+    return out
+
+
+def user(u: User) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "email": u.email,
+        "tenant": u.tenant_id,
+        "roles": list(u.roles),
+        "status": u.status,
+    }
+
+
+def resource(r: Resource) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "uri": r.uri,
+        "tenant": r.tenant_id,
+        "scopes": list(r.scopes),
+        "implies": {k: list(v) for k, v in r.implies.items()},
+    }
+
+
+def agent(a: Client, sponsor_email: str | None, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": a.id,
+        "client_id": a.id,
+        "name": a.name,
+        "tenant": a.tenant_id,
+        "address": a.address,
+        "status": a.status,
+        "sponsor": sponsor_email,
+        "needs_sponsor": a.needs_sponsor,
+        "scopes": list(a.scopes),
+        "description": a.description,
+        "credentials": credentials(a),
+        "created_at": iso(a.created_at),
+    }
+    if secret is not None:
+        out["client_secret"] = secret
+    return out
+
+
+def credentials(c: Client) -> dict[str, Any]:
+    """Metadata only: ids and times, never a secret or a digest."""
+    return {
+        "secrets": [
+            {
+                "id": s.id,
+                "created_at": iso(s.created_at),
+                "expires_at": iso(s.expires_at) if s.expires_at else None,
+            }
+            for s in c.secrets
+        ],
+        "keys": [k.get("kid") for k in (c.jwks or {}).get("keys", [])],
+    }
+
+
+def service_client(c: Client, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": c.id,
+        "client_id": c.id,
+        "name": c.name,
+        "tenant": c.tenant_id,
+        "rights": list(c.rights),
+        "status": c.status,
+    }
+    if secret is not None:
+        out["client_secret"] = secret
+    return out
+
+
+def event(e: StoredEvent) -> dict[str, Any]:
+    return e.to_json()

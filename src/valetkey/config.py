@@ -1,0 +1,102 @@
+"""Settings from `VALETKEY_*` environment variables.
+
+Every field has a description and a safe default; `docs/configuration.md` is generated from
+this model (`python -m valetkey.config`). Settings are built once and passed explicitly.
+"""
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VALETKEY_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("./.valetkey"),
+        description="Holds the embedded SQLite database and the local master key.",
+    )
+    database_url: str = Field(
+        "",
+        description=(
+            "SQLAlchemy async URL. Empty means SQLite (WAL) at `DATA_DIR/valetkey.db`; "
+            "use `postgresql+asyncpg://user:pass@host/db` to run several nodes."
+        ),
+    )
+    issuer: str = Field(
+        "http://127.0.0.1:8400",
+        description="The issuer identifier (RFC 8414): `iss` of every token, base of every URL.",
+    )
+    master_key: str = Field(
+        "",
+        description=(
+            "Base64url 256-bit key that wraps every data key. Empty: read or create "
+            "`DATA_DIR/master.key` (mode 0600)."
+        ),
+        repr=False,
+    )
+    access_token_ttl: int = Field(
+        900,
+        ge=30,
+        le=3600,
+        description="Access token lifetime in seconds (15 min); a tenant may lower it; never above 3600.",
+    )
+    signing_alg: str = Field(
+        "ES256",
+        description="Algorithm for new signing keys: `ES256` (default) or `EdDSA` (Ed25519).",
+    )
+    agent_domain: str = Field(
+        "agents",
+        description="Agents get the address `NAME@TENANT.<agent_domain>` unless given one.",
+    )
+    secret_grace: int = Field(
+        86400,
+        ge=0,
+        description="Seconds an agent's previous client secret keeps working after `rotate-secret`.",
+    )
+    audit_batch_max: int = Field(
+        512, ge=1, description="At most this many audit events are committed in one transaction."
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        10000, ge=0, description="How long SQLite waits for another writer before failing."
+    )
+    log_level: str = Field("info", description="Server log level.")
+
+    @field_validator("issuer")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("signing_alg")
+    @classmethod
+    def _known_alg(cls, value: str) -> str:
+        if value not in ("ES256", "EdDSA"):
+            raise ValueError("signing_alg must be ES256 or EdDSA")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'valetkey.db').resolve()}"
+
+
+def settings_reference() -> str:
+    """Markdown table of every setting, for docs/configuration.md."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from `valetkey.config.Settings` (`python -m valetkey.config`).",
+        "",
+        "| variable | default | description |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = "" if name == "master_key" else field.default
+        lines.append(f"| `VALETKEY_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_reference(), end="")

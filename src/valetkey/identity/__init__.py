@@ -1,0 +1,1 @@
+"""Tenants, users, resources and agents: who may hold keys, and for what."""

@@ -1,0 +1,119 @@
+"""Identity records as plain frozen values; storage adapters build them, services read them."""
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AgentStatus = Literal["active", "suspended", "decommissioned"]
+ClientKind = Literal["agent", "service"]
+ROLES = ("member", "approver", "admin")
+RIGHTS = ("introspect", "pdp")
+MAX_TOKEN_LIFETIME = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """Admin controls of one tenant; every field has a safe default."""
+
+    token_lifetime: int | None = None  # None: the server's access_token_ttl
+    max_token_lifetime: int = MAX_TOKEN_LIFETIME
+
+    def to_json(self) -> dict[str, Any]:
+        return {"token_lifetime": self.token_lifetime, "max_token_lifetime": self.max_token_lifetime}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "TenantSettings":
+        data = data or {}
+        return cls(
+            token_lifetime=data.get("token_lifetime"),
+            max_token_lifetime=int(data.get("max_token_lifetime", MAX_TOKEN_LIFETIME)),
+        )
+
+    def access_token_lifetime(self, server_default: int) -> int:
+        wanted = self.token_lifetime or server_default
+        return max(1, min(wanted, self.max_token_lifetime, MAX_TOKEN_LIFETIME))
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: float
+    settings: TenantSettings = field(default_factory=TenantSettings)
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    tenant_id: str
+    email: str
+    roles: tuple[str, ...]
+    status: Literal["active", "deactivated"]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """An audience (RFC 8707 resource indicator) and the scopes it accepts."""
+
+    id: str
+    tenant_id: str
+    uri: str
+    scopes: tuple[str, ...]
+    implies: dict[str, tuple[str, ...]]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    """A client secret by digest only; `expires_at` is set when a rotation retires it."""
+
+    id: str
+    digest: str
+    created_at: float
+    expires_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "digest": self.digest,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SecretRecord":
+        return cls(data["id"], data["digest"], data["created_at"], data.get("expires_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """An OAuth client: an agent identity, or a service client (resource server, gateway)."""
+
+    id: str
+    tenant_id: str
+    kind: ClientKind
+    name: str
+    status: str
+    secrets: tuple[SecretRecord, ...] = ()
+    jwks: dict[str, Any] | None = None
+    scopes: tuple[str, ...] = ()
+    rights: tuple[str, ...] = ()
+    sponsor_id: str | None = None
+    address: str | None = None
+    description: str = ""
+    needs_sponsor: bool = False
+    revoked_before: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def is_agent(self) -> bool:
+        return self.kind == "agent"
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def live_secrets(self, now: float) -> list[SecretRecord]:
+        return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]

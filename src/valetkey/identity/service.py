@@ -1,0 +1,367 @@
+"""Identity operations shared by the CLI, the API and the console; each change is audited.
+
+Lifecycle of an agent: active ⇄ suspended → decommissioned (final). Suspension and
+decommissioning take effect on the next request everywhere: the token endpoint and
+introspection read the agent's status on every call, and `revoked_before` kills every token
+issued before the change.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from valetkey.audit.events import AuditEvent
+from valetkey.audit.writer import AuditSink
+from valetkey.clock import Clock
+from valetkey.errors import Conflict, InvalidInput, NotFound
+from valetkey.identity.models import (
+    RIGHTS,
+    ROLES,
+    Client,
+    Resource,
+    SecretRecord,
+    Tenant,
+    TenantSettings,
+    User,
+)
+from valetkey.identity.ports import IdentityStore
+from valetkey.identity.scopes import check_acyclic, conventional_implications, valid_scope
+from valetkey.identity.secrets import digest_secret, generate_secret
+from valetkey.ids import new_id
+from valetkey.oauth.audience import valid_resource_uri
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
+
+
+def _slug(kind: str, value: str) -> str:
+    if not _SLUG.match(value):
+        raise InvalidInput(
+            f"{kind} name {value!r}: use lowercase letters, digits and hyphens (max 63)"
+        )
+    return value
+
+
+def _email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value):
+        raise InvalidInput(f"not an email address: {value!r}")
+    return value
+
+
+def _scopes(values: Sequence[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for value in values:
+        for scope in value.split():
+            if not valid_scope(scope):
+                raise InvalidInput(f"invalid scope {scope!r}")
+            seen.setdefault(scope, None)
+    return tuple(seen)
+
+
+class IdentityService:
+    def __init__(
+        self,
+        store: IdentityStore,
+        audit: AuditSink,
+        clock: Clock,
+        *,
+        correlation_id: str,
+        agent_domain: str = "agents",
+        secret_grace: int = 86400,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._cid = correlation_id
+        self._agent_domain = agent_domain
+        self._secret_grace = secret_grace
+
+    async def _event(self, type: str, tenant_id: str, **fields: Any) -> None:
+        await self._audit.record(
+            AuditEvent(
+                type=type,
+                tenant_id=tenant_id,
+                ts=self._clock.now(),
+                correlation_id=self._cid,
+                **fields,
+            )
+        )
+
+    # tenants -------------------------------------------------------------------------------
+    async def create_tenant(self, name: str) -> Tenant:
+        tenant = Tenant(new_id("ten"), _slug("tenant", name), self._clock.now())
+        await self._store.create_tenant(tenant)
+        await self._event("tenant.created", tenant.id, data={"name": tenant.name})
+        return tenant
+
+    async def tenant(self, ref: str) -> Tenant:
+        return await self._store.find_tenant(ref)
+
+    async def list_tenants(self) -> list[Tenant]:
+        return await self._store.list_tenants()
+
+    async def set_tenant(
+        self,
+        ref: str,
+        *,
+        token_lifetime: int | None = None,
+        max_token_lifetime: int | None = None,
+    ) -> Tenant:
+        tenant = await self.tenant(ref)
+        settings = tenant.settings
+        if max_token_lifetime is not None:
+            if not 60 <= max_token_lifetime <= 3600:
+                raise InvalidInput("max token lifetime must be between 1 minute and 60 minutes")
+            settings = replace(settings, max_token_lifetime=max_token_lifetime)
+        if token_lifetime is not None:
+            if not 30 <= token_lifetime <= settings.max_token_lifetime:
+                raise InvalidInput("token lifetime must be between 30 s and the maximum")
+            settings = replace(settings, token_lifetime=token_lifetime)
+        updated = await self._store.update_tenant_settings(tenant.id, settings)
+        await self._event("tenant.updated", tenant.id, data=settings.to_json())
+        return updated
+
+    # users ---------------------------------------------------------------------------------
+    async def create_user(self, tenant_ref: str, email: str, roles: Sequence[str]) -> User:
+        tenant = await self.tenant(tenant_ref)
+        roles = tuple(dict.fromkeys(roles or ["member"]))
+        for role in roles:
+            if role not in ROLES:
+                raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        user = User(new_id("usr"), tenant.id, _email(email), roles, "active", self._clock.now())
+        await self._store.create_user(user)
+        await self._event("user.created", tenant.id, user_id=user.id, data={"roles": list(roles)})
+        return user
+
+    async def user(self, tenant_ref: str, email: str) -> User:
+        tenant = await self.tenant(tenant_ref)
+        return await self._store.find_user(tenant.id, _email(email))
+
+    async def list_users(self, tenant_ref: str) -> list[User]:
+        return await self._store.list_users((await self.tenant(tenant_ref)).id)
+
+    async def deactivate_user(self, tenant_ref: str, email: str) -> tuple[User, list[Client]]:
+        """Deactivate a user; the agents they sponsor keep working, flagged `needs_sponsor`."""
+        user = await self.user(tenant_ref, email)
+        if user.status == "deactivated":
+            return user, []
+        user, flagged = await self._store.deactivate_user(user, self._clock.now())
+        await self._event("user.deactivated", user.tenant_id, user_id=user.id)
+        for agent in flagged:
+            await self._event(
+                "agent.flagged",
+                agent.tenant_id,
+                agent_id=agent.id,
+                user_id=user.id,
+                reason="needs_sponsor: the sponsor was deactivated",
+            )
+        return user, flagged
+
+    # resources -----------------------------------------------------------------------------
+    async def create_resource(
+        self, tenant_ref: str, uri: str, scopes: Sequence[str], implications: Sequence[str] = ()
+    ) -> Resource:
+        tenant = await self.tenant(tenant_ref)
+        if not valid_resource_uri(uri):
+            raise InvalidInput("a resource is an absolute URI without a fragment")
+        declared = _scopes(scopes)
+        if not declared:
+            raise InvalidInput("a resource accepts at least one scope (--scope)")
+        implies = {k: set(v) for k, v in conventional_implications(declared).items()}
+        for item in implications:
+            higher, sep, lower = item.partition(">")
+            if not sep or higher not in declared or lower not in declared:
+                raise InvalidInput(
+                    f"--imply {item!r}: write HIGHER>LOWER with two of the resource's scopes"
+                )
+            implies.setdefault(higher, set()).add(lower)
+        try:
+            check_acyclic(implies)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        resource = Resource(
+            new_id("res"),
+            tenant.id,
+            uri,
+            declared,
+            {k: tuple(sorted(v)) for k, v in sorted(implies.items())},
+            self._clock.now(),
+        )
+        await self._store.create_resource(resource)
+        await self._event(
+            "resource.created", tenant.id, data={"uri": uri, "scopes": list(declared)}
+        )
+        return resource
+
+    async def list_resources(self, tenant_ref: str) -> list[Resource]:
+        return await self._store.list_resources((await self.tenant(tenant_ref)).id)
+
+    # agents --------------------------------------------------------------------------------
+    async def create_agent(
+        self,
+        tenant_ref: str,
+        name: str,
+        sponsor_email: str,
+        scopes: Sequence[str],
+        *,
+        jwks: dict[str, Any] | None = None,
+        description: str = "",
+        address: str | None = None,
+    ) -> tuple[Client, str | None]:
+        """Create an agent; returns it and its client secret (None when it uses keys)."""
+        tenant = await self.tenant(tenant_ref)
+        sponsor = await self._store.find_user(tenant.id, _email(sponsor_email))
+        if sponsor.status != "active":
+            raise InvalidInput("the sponsor must be an active user of the tenant")
+        now = self._clock.now()
+        secret = None if jwks else generate_secret()
+        agent = Client(
+            id=new_id("agt"),
+            tenant_id=tenant.id,
+            kind="agent",
+            name=_slug("agent", name),
+            status="active",
+            secrets=(SecretRecord(new_id("sec"), digest_secret(secret), now),) if secret else (),
+            jwks=jwks,
+            scopes=_scopes(scopes),
+            sponsor_id=sponsor.id,
+            address=address or f"{name}@{tenant.name}.{self._agent_domain}",
+            description=description,
+            created_at=now,
+            updated_at=now,
+        )
+        await self._store.create_client(agent)
+        await self._event(
+            "agent.created",
+            tenant.id,
+            agent_id=agent.id,
+            user_id=sponsor.id,
+            data={"name": agent.name, "scopes": list(agent.scopes), "address": agent.address},
+        )
+        await self._event(
+            "credential.created",
+            tenant.id,
+            agent_id=agent.id,
+            data={"kind": "public_key", "kids": [k.get("kid") for k in jwks["keys"]]}
+            if jwks
+            else {"kind": "client_secret", "secret_id": agent.secrets[0].id},
+        )
+        return agent, secret
+
+    async def agent(self, ref: str, tenant_ref: str | None = None) -> Client:
+        """An agent by id, or by name within `tenant_ref`."""
+        if ref.startswith("agt_"):
+            agent = await self._store.get_client(ref)
+            if tenant_ref is not None and agent.tenant_id != (await self.tenant(tenant_ref)).id:
+                raise NotFound(f"no agent {ref!r} in this tenant")
+        elif tenant_ref is None:
+            raise InvalidInput("give the agent's id (agt_…), or its name with --tenant")
+        else:
+            tenant = await self.tenant(tenant_ref)
+            agent = await self._store.find_client_by_name(tenant.id, "agent", ref)
+        if not agent.is_agent:
+            raise NotFound(f"no agent {ref!r}")
+        return agent
+
+    async def list_agents(self, tenant_ref: str | None = None) -> list[Client]:
+        tenant_id = (await self.tenant(tenant_ref)).id if tenant_ref else None
+        return await self._store.list_clients(tenant_id, "agent")
+
+    async def sponsor_of(self, agent: Client) -> User | None:
+        return await self._store.get_user(agent.sponsor_id) if agent.sponsor_id else None
+
+    async def suspend_agent(self, ref: str, tenant_ref: str | None = None) -> Client:
+        return await self._transition(ref, tenant_ref, "suspended", ("active",))
+
+    async def resume_agent(self, ref: str, tenant_ref: str | None = None) -> Client:
+        return await self._transition(ref, tenant_ref, "active", ("suspended",))
+
+    async def decommission_agent(self, ref: str, tenant_ref: str | None = None) -> Client:
+        return await self._transition(ref, tenant_ref, "decommissioned", ("active", "suspended"))
+
+    async def _transition(
+        self, ref: str, tenant_ref: str | None, status: str, allowed_from: tuple[str, ...]
+    ) -> Client:
+        agent = await self.agent(ref, tenant_ref)
+        if agent.status == status:
+            return agent
+        if agent.status not in allowed_from:
+            raise Conflict(f"agent is {agent.status}; it cannot become {status}")
+        now = self._clock.now()
+        changes: dict[str, Any] = {"status": status, "updated_at": now}
+        if status != "active":
+            changes["revoked_before"] = now  # tokens issued until now die with the change
+        if status == "decommissioned":
+            changes.update(secrets=(), jwks=None)  # credentials are destroyed, not kept
+        updated = await self._store.save_client(replace(agent, **changes))
+        verb = {"active": "resumed", "suspended": "suspended", "decommissioned": "decommissioned"}
+        await self._event(f"agent.{verb[status]}", agent.tenant_id, agent_id=agent.id)
+        return updated
+
+    async def rotate_secret(
+        self, ref: str, tenant_ref: str | None = None, grace: int | None = None
+    ) -> tuple[Client, str]:
+        """Issue a new secret; the previous ones keep working for `grace` seconds."""
+        agent = await self.agent(ref, tenant_ref)
+        if agent.status == "decommissioned":
+            raise Conflict("agent is decommissioned; its credentials are gone for good")
+        now = self._clock.now()
+        until = now + (self._secret_grace if grace is None else grace)
+        kept = tuple(
+            replace(s, expires_at=min(s.expires_at or until, until)) for s in agent.live_secrets(now)
+        )
+        secret = generate_secret()
+        record = SecretRecord(new_id("sec"), digest_secret(secret), now)
+        updated = await self._store.save_client(
+            replace(agent, secrets=(*kept, record), updated_at=now)
+        )
+        await self._event(
+            "credential.rotated",
+            agent.tenant_id,
+            agent_id=agent.id,
+            data={"secret_id": record.id, "previous_expire_at": until if kept else None},
+        )
+        return updated, secret
+
+    async def set_sponsor(self, ref: str, email: str, tenant_ref: str | None = None) -> Client:
+        agent = await self.agent(ref, tenant_ref)
+        sponsor = await self._store.find_user(agent.tenant_id, _email(email))
+        if sponsor.status != "active":
+            raise InvalidInput("the sponsor must be an active user of the tenant")
+        updated = await self._store.save_client(
+            replace(agent, sponsor_id=sponsor.id, needs_sponsor=False, updated_at=self._clock.now())
+        )
+        await self._event("agent.sponsor_changed", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id)
+        return updated
+
+    # service clients (resource servers, gateways) ------------------------------------------
+    async def create_service_client(
+        self, tenant_ref: str, name: str, rights: Sequence[str]
+    ) -> tuple[Client, str]:
+        tenant = await self.tenant(tenant_ref)
+        for right in rights:
+            if right not in RIGHTS:
+                raise InvalidInput(f"unknown right {right!r}: use one of {', '.join(RIGHTS)}")
+        now = self._clock.now()
+        secret = generate_secret()
+        client = Client(
+            id=new_id("cli"),
+            tenant_id=tenant.id,
+            kind="service",
+            name=_slug("client", name),
+            status="active",
+            secrets=(SecretRecord(new_id("sec"), digest_secret(secret), now),),
+            rights=tuple(dict.fromkeys(rights)),
+            created_at=now,
+            updated_at=now,
+        )
+        await self._store.create_client(client)
+        await self._event(
+            "client.created", tenant.id, data={"client_id": client.id, "rights": list(client.rights)}
+        )
+        return client, secret
+
+    async def list_service_clients(self, tenant_ref: str) -> list[Client]:
+        return await self._store.list_clients((await self.tenant(tenant_ref)).id, "service")

@@ -1,0 +1,307 @@
+"""The authorization server: token, introspection and revocation endpoints as short steps.
+
+Each endpoint: parse the form → reject repeated parameters → authenticate the client →
+(token) pick the grant by `grant_type` → let it decide → mint, audit, answer. Grants are
+registered by type (as authlib's `AuthorizationServer` and Fosite's handlers); a new grant
+is a new module. Every issuance and refusal is audited before the response goes out.
+"""
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from joserfc.jwk import KeySet
+
+from valetkey.audit.events import SYSTEM_TENANT, AuditEvent
+from valetkey.audit.writer import AuditSink
+from valetkey.clock import Clock
+from valetkey.identity.models import Resource
+from valetkey.identity.secrets import digest_secret
+from valetkey.oauth import client_auth
+from valetkey.oauth.context import ClientContext, OAuthStore, RequestMeta, TokenRequest
+from valetkey.oauth.errors import (
+    InvalidClient,
+    InvalidRequest,
+    NotPermitted,
+    OAuthError,
+    UnsupportedGrantType,
+)
+from valetkey.oauth.grants import AccessTokenSpec, Grant
+from valetkey.oauth.keys import KeyManager
+from valetkey.oauth.tokens import TokenInvalid, mint_access_token, verify_access_token
+
+REPEATABLE = frozenset({"resource"})  # RFC 8707 §2 lets `resource` repeat
+
+
+def parse_params(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Form pairs -> (single-valued params, resources); a repeated parameter is refused."""
+    params: dict[str, str] = {}
+    resources: list[str] = []
+    for name, value in pairs:
+        if name == "resource":
+            resources.append(value)
+        elif name in params:
+            raise InvalidRequest(f"parameter {name!r} is repeated")
+        else:
+            params[name] = value
+    return params, tuple(resources)
+
+
+class OAuthServer:
+    def __init__(
+        self,
+        *,
+        store: OAuthStore,
+        keys: KeyManager,
+        audit: AuditSink,
+        clock: Clock,
+        issuer: str,
+        grants: Sequence[Grant],
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._audit = audit
+        self._clock = clock
+        self.issuer = issuer
+        self.token_endpoint = f"{issuer}/oauth/token"
+        self._grants = {g.grant_type: g for g in grants}
+        self._resources: dict[str, tuple[int, tuple[Resource, ...]]] = {}
+        self._key_set: tuple[frozenset[str], KeySet] | None = None
+        self._key_lock = asyncio.Lock()
+
+    @property
+    def grant_types(self) -> list[str]:
+        return list(self._grants)
+
+    # token ---------------------------------------------------------------------------------
+    async def token(self, pairs: Iterable[tuple[str, str]], meta: RequestMeta) -> dict[str, Any]:
+        now = self._clock.now()
+        ctx: ClientContext | None = None
+        params: dict[str, str] = {}
+        try:
+            params, resources = parse_params(pairs)
+            grant = self._grant_for(params.get("grant_type"))
+            creds, ctx = await self._identify(params, meta)
+            ctx = await self._verify_client(creds, ctx, now)
+            request = TokenRequest(
+                params, resources, ctx, await self._tenant_resources(ctx), now
+            )
+            spec = await grant.handle(request)
+            return await self._issue(spec, ctx, params["grant_type"], meta, int(now))
+        except OAuthError as exc:
+            await self._audit.record(self._refusal(exc, ctx, params, meta, now))
+            raise
+
+    def _grant_for(self, grant_type: str | None) -> Grant:
+        if not grant_type:
+            raise InvalidRequest("grant_type is required")
+        grant = self._grants.get(grant_type)
+        if grant is None:
+            raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+        return grant
+
+    async def _issue(
+        self,
+        spec: AccessTokenSpec,
+        ctx: ClientContext,
+        grant_type: str,
+        meta: RequestMeta,
+        now: int,
+    ) -> dict[str, Any]:
+        kid, alg, key = await self._keys.signer(ctx.active_kid)
+        issued = mint_access_token(
+            key=key,
+            kid=kid,
+            alg=alg,
+            issuer=self.issuer,
+            subject=spec.subject,
+            client_id=ctx.client.id,
+            audience=spec.audience,
+            scope=spec.scopes,
+            tenant=ctx.tenant.id,
+            now=now,
+            lifetime=spec.lifetime,
+            extra=spec.extra_claims,
+        )
+        await self._audit.record(
+            AuditEvent(
+                type=spec.event_type,
+                tenant_id=ctx.tenant.id,
+                ts=self._clock.now(),
+                correlation_id=meta.correlation_id,
+                agent_id=ctx.client.id,
+                user_id=spec.user_id,
+                jti=issued.jti,
+                data={
+                    "grant_type": grant_type,
+                    "aud": spec.audience,
+                    "scope": " ".join(spec.scopes),
+                    "exp": issued.claims["exp"],
+                    "kid": kid,
+                },
+            )
+        )
+        return {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": spec.lifetime,
+            "scope": " ".join(spec.scopes),
+        }
+
+    def _refusal(
+        self,
+        exc: OAuthError,
+        ctx: ClientContext | None,
+        params: dict[str, str],
+        meta: RequestMeta,
+        now: float,
+    ) -> AuditEvent:
+        data: dict[str, Any] = {"error": exc.error}
+        if params.get("grant_type"):
+            data["grant_type"] = params["grant_type"][:64]
+        if ctx is None and params.get("client_id"):
+            data["client_id"] = params["client_id"][:128]
+        return AuditEvent(
+            type="token.refused",
+            tenant_id=ctx.tenant.id if ctx else SYSTEM_TENANT,
+            ts=now,
+            correlation_id=meta.correlation_id,
+            outcome="failure",
+            reason=f"{exc.error}: {exc.description}" if exc.description else exc.error,
+            agent_id=ctx.client.id if ctx else None,
+            data=data,
+        )
+
+    async def _tenant_resources(self, ctx: ClientContext) -> tuple[Resource, ...]:
+        cached = self._resources.get(ctx.tenant.id)
+        if cached is not None and cached[0] == ctx.tenant.version:
+            return cached[1]
+        loaded = tuple(await self._store.resources_for_tenant(ctx.tenant.id))
+        self._resources[ctx.tenant.id] = (ctx.tenant.version, loaded)
+        return loaded
+
+    # client authentication -----------------------------------------------------------------
+    async def _authenticate(
+        self, params: dict[str, str], meta: RequestMeta, now: float
+    ) -> ClientContext:
+        creds, ctx = await self._identify(params, meta)
+        return await self._verify_client(creds, ctx, now)
+
+    async def _identify(
+        self, params: dict[str, str], meta: RequestMeta
+    ) -> tuple[client_auth.PresentedCredentials, ClientContext | None]:
+        """Which client the request claims to come from (not yet verified)."""
+        creds = client_auth.extract_credentials(meta.authorization, params)
+        if creds is None:
+            raise InvalidClient("client authentication is required")
+        ctx = await self._store.load_client_context(creds.client_id) if creds.client_id else None
+        return creds, ctx
+
+    async def _verify_client(
+        self, creds: client_auth.PresentedCredentials, ctx: ClientContext | None, now: float
+    ) -> ClientContext:
+        if ctx is None:
+            digest_secret(creds.secret or "")  # same work as a wrong secret: no timing oracle
+            raise InvalidClient(
+                "client authentication failed",
+                basic_challenge=creds.method == "client_secret_basic",
+            )
+        if creds.method == "private_key_jwt":
+            await client_auth.verify_assertion(
+                ctx.client, creds, (self.issuer, self.token_endpoint), now, self._store
+            )
+        else:
+            client_auth.verify_secret(ctx.client, creds, now)
+        if not ctx.client.active:
+            raise InvalidClient(f"client is {ctx.client.status}")
+        return ctx
+
+    # introspection (RFC 7662) --------------------------------------------------------------
+    async def introspect(
+        self, pairs: Iterable[tuple[str, str]], meta: RequestMeta
+    ) -> dict[str, Any]:
+        now = self._clock.now()
+        params, _ = parse_params(pairs)
+        caller = await self._authenticate(params, meta, now)
+        if "introspect" not in caller.client.rights:
+            raise NotPermitted("this client does not hold the introspect right")
+        token = params.get("token")
+        if not token:
+            raise InvalidRequest("token is required")
+        claims = await self._live_claims(token, now)
+        if claims is None or claims["tenant"] != caller.tenant.id:
+            return {"active": False}
+        return {"active": True, "token_type": "Bearer", **claims}
+
+    async def _live_claims(self, token: str, now: float) -> dict[str, Any] | None:
+        """Claims of a token that is ours, unexpired, unrevoked and whose client is active."""
+        try:
+            claims = verify_access_token(token, await self._verification_keys(token), self.issuer, now)
+        except TokenInvalid:
+            return None
+        holder = await self._store.load_client_context(claims["client_id"])
+        if holder is None or not holder.client.active or holder.tenant.id != claims["tenant"]:
+            return None
+        if float(claims.get("iat", 0)) < holder.client.revoked_before:
+            return None
+        if await self._store.is_revoked(claims["jti"]):
+            return None
+        return claims
+
+    async def _verification_keys(self, token: str) -> KeySet:
+        kid = client_auth.token_kid(token)
+        cached = self._key_set
+        if cached is not None and kid in cached[0]:
+            return cached[1]
+        async with self._key_lock:
+            jwks = await self._keys.jwks()
+            key_set = KeySet.import_key_set(jwks)
+            self._key_set = (frozenset(k["kid"] for k in jwks["keys"]), key_set)
+            return key_set
+
+    # revocation (RFC 7009) -----------------------------------------------------------------
+    async def revoke(self, pairs: Iterable[tuple[str, str]], meta: RequestMeta) -> None:
+        now = self._clock.now()
+        params, _ = parse_params(pairs)
+        caller = await self._authenticate(params, meta, now)
+        token = params.get("token")
+        if not token:
+            raise InvalidRequest("token is required")
+        try:
+            claims = verify_access_token(token, await self._verification_keys(token), self.issuer, now)
+        except TokenInvalid:
+            return  # RFC 7009 §2.2: an invalid token needs no revocation; answer 200
+        own = claims["client_id"] == caller.client.id and claims["tenant"] == caller.tenant.id
+        if own:
+            await self._store.revoke_token(claims["jti"], caller.tenant.id, float(claims["exp"]), now)
+        await self._audit.record(
+            AuditEvent(
+                type="token.revoked",
+                tenant_id=caller.tenant.id,
+                ts=now,
+                correlation_id=meta.correlation_id,
+                outcome="success" if own else "failure",
+                reason=None if own else "the token was not issued to this client",
+                agent_id=caller.client.id,
+                jti=claims["jti"] if own else None,
+            )
+        )
+
+    # discovery (RFC 8414) ------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        methods = client_auth.AUTH_METHODS
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "jwks_uri": f"{self.issuer}/jwks",
+            "revocation_endpoint": f"{self.issuer}/oauth/revoke",
+            "introspection_endpoint": f"{self.issuer}/oauth/introspect",
+            "grant_types_supported": self.grant_types,
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": methods,
+            "token_endpoint_auth_signing_alg_values_supported": client_auth.ASSERTION_ALGORITHMS,
+            "revocation_endpoint_auth_methods_supported": methods,
+            "introspection_endpoint_auth_methods_supported": methods,
+            "introspection_endpoint_auth_signing_alg_values_supported": client_auth.ASSERTION_ALGORITHMS,
+            "revocation_endpoint_auth_signing_alg_values_supported": client_auth.ASSERTION_ALGORITHMS,
+        }

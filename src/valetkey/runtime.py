@@ -1,0 +1,93 @@
+"""The composition root: settings in, wired services out. The CLI and the web app start here."""
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from valetkey.audit.writer import AuditSink
+from valetkey.clock import Clock, SystemClock
+from valetkey.config import Settings
+from valetkey.identity.service import IdentityService
+from valetkey.oauth.grants.client_credentials import ClientCredentialsGrant
+from valetkey.oauth.keys import KeyManager
+from valetkey.oauth.server import OAuthServer
+from valetkey.storage.audit_store import SqlAuditStore
+from valetkey.storage.database import Database
+from valetkey.storage.identity_store import SqlIdentityStore
+from valetkey.storage.migrate import upgrade
+from valetkey.storage.oauth_store import SqlOAuthStore
+from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
+
+
+def load_master_key(settings: Settings) -> LocalKey:
+    """`VALETKEY_MASTER_KEY`, else `DATA_DIR/master.key`, created (0600) on first start."""
+    if settings.master_key:
+        return LocalKey.from_text(settings.master_key)
+    path = Path(settings.data_dir) / "master.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generate_master_key_text() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    return LocalKey.from_text(path.read_text())
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    envelope: Envelope
+    clock: Clock
+    identity_store: SqlIdentityStore
+    oauth_store: SqlOAuthStore
+    audit_store: SqlAuditStore
+    keys: KeyManager
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate: bool = True) -> "Runtime":
+        db = Database(
+            settings.resolved_database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
+        )
+        if migrate:
+            await upgrade(db)
+        envelope = Envelope(load_master_key(settings))
+        clock = SystemClock()
+        oauth_store = SqlOAuthStore(db)
+        keys = KeyManager(oauth_store, envelope, clock, settings.signing_alg)
+        return cls(
+            settings=settings,
+            db=db,
+            envelope=envelope,
+            clock=clock,
+            identity_store=SqlIdentityStore(db),
+            oauth_store=oauth_store,
+            audit_store=SqlAuditStore(db),
+            keys=keys,
+        )
+
+    def identity(self, audit: AuditSink, correlation_id: str) -> IdentityService:
+        return IdentityService(
+            self.identity_store,
+            audit,
+            self.clock,
+            correlation_id=correlation_id,
+            agent_domain=self.settings.agent_domain,
+            secret_grace=self.settings.secret_grace,
+        )
+
+    def oauth_server(self, audit: AuditSink) -> OAuthServer:
+        issuer = self.settings.issuer
+        return OAuthServer(
+            store=self.oauth_store,
+            keys=self.keys,
+            audit=audit,
+            clock=self.clock,
+            issuer=issuer,
+            grants=[ClientCredentialsGrant(issuer, self.settings.access_token_ttl)],
+        )
+
+    async def close(self) -> None:
+        await self.db.dispose()

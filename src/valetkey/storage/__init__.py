@@ -1,0 +1,1 @@
+"""SQLAlchemy (async) implementations of the core's store protocols, and migrations."""

@@ -1,0 +1,132 @@
+"""The schema, as SQLAlchemy Core tables; Alembic migrations create exactly this."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = sa.String(64)
+Time = sa.Float(precision=53)
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
+)
+
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("uri", sa.String(2048), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("implies", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("tenant_id", "uri", name="uq_resources_tenant_uri"),
+)
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("secrets", sa.JSON, nullable=False),
+    sa.Column("jwks", sa.JSON, nullable=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("rights", sa.JSON, nullable=False),
+    sa.Column("sponsor_id", Id, sa.ForeignKey("users.id"), nullable=True, index=True),
+    sa.Column("address", sa.String(320), nullable=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("needs_sponsor", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("revoked_before", Time, nullable=False, server_default="0"),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.UniqueConstraint("tenant_id", "kind", "name", name="uq_clients_tenant_kind_name"),
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(128), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("private_key", sa.Text, nullable=False),
+    sa.Column("public_jwk", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("activated_at", Time, nullable=True),
+    sa.Column("retired_at", Time, nullable=True),
+    sa.Column("publish_until", Time, nullable=True),
+)
+
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("jti", sa.String(128), primary_key=True),
+    sa.Column("tenant_id", Id, nullable=False),
+    sa.Column("expires_at", Time, nullable=False, index=True),
+    sa.Column("revoked_at", Time, nullable=False),
+)
+
+used_assertions = sa.Table(
+    "used_assertions",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("expires_at", Time, nullable=False, index=True),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("tenant_id", Id, primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("correlation_id", sa.String(128), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("agent_id", Id, nullable=True),
+    sa.Column("user_id", Id, nullable=True),
+    sa.Column("jti", sa.String(128), nullable=True),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_tenant_agent", "tenant_id", "agent_id", "seq"),
+    sa.Index("ix_audit_events_tenant_type", "tenant_id", "type", "seq"),
+    sa.Index("ix_audit_events_correlation", "correlation_id"),
+)
+
+audit_heads = sa.Table(
+    "audit_heads",
+    metadata,
+    sa.Column("tenant_id", Id, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The credential vault: envelope encryption now, platform tokens later."""

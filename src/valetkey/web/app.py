@@ -1,0 +1,91 @@
+"""`create_app(settings)`: the ASGI application. `app_from_env` is uvicorn's factory."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from valetkey import __version__
+from valetkey.audit.writer import BatchingAuditWriter
+from valetkey.config import Settings
+from valetkey.runtime import Runtime
+from valetkey.web import errors, oauth_routes
+from valetkey.web.correlation import CorrelationMiddleware
+from valetkey.web.errors import json_response
+
+log = logging.getLogger("valetkey")
+PURGE_INTERVAL = 300.0
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.open(settings)
+        await runtime.keys.ensure()
+        writer = BatchingAuditWriter(runtime.audit_store, settings.audit_batch_max)
+        writer.start()
+        app.state.oauth = runtime.oauth_server(writer)
+        app.state.runtime = runtime
+        purger = asyncio.create_task(_purge_expired(runtime))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+            await writer.close()
+            await runtime.close()
+
+    app = FastAPI(
+        title="ValetKey",
+        version=__version__,
+        summary="Identity, short-lived tokens and a tamper-evident audit log for AI agents.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.add_middleware(CorrelationMiddleware)
+    app.include_router(oauth_routes.router())
+
+    @app.get("/healthz", tags=["meta"], summary="Liveness")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get(
+        "/.well-known/oauth-authorization-server",
+        tags=["oauth"],
+        summary="Authorization server metadata (RFC 8414)",
+    )
+    async def metadata() -> Response:
+        body = app.state.oauth.metadata()
+        return json_response(body, headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/jwks", tags=["oauth"], summary="Public signing keys (RFC 7517)")
+    async def jwks() -> Response:
+        runtime: Runtime = app.state.runtime
+        body = await runtime.keys.jwks()
+        return Response(
+            json_response(body).body,
+            headers={"Cache-Control": "max-age=60"},
+            media_type="application/jwk-set+json",
+        )
+
+    return app
+
+
+async def _purge_expired(runtime: Runtime) -> None:
+    """Drop used assertion ids and revocations once the tokens they guard have expired."""
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL)
+        try:
+            await runtime.oauth_store.purge_expired(runtime.clock.now())
+        except Exception:  # the next round tries again; never take the server down for this
+            log.exception("purging expired records failed")
+
+
+def app_from_env() -> FastAPI:
+    return create_app(Settings())

@@ -1,0 +1,85 @@
+"""OAuth endpoints over HTTP: form parsing and response headers; the logic is `OAuthServer`'s."""
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from valetkey.oauth.context import RequestMeta
+from valetkey.oauth.errors import InvalidRequest, OAuthError
+from valetkey.oauth.server import OAuthServer
+from valetkey.web.correlation import correlation_id
+from valetkey.web.errors import NO_STORE, json_response, oauth_error_response
+
+MAX_FORM_BYTES = 64 * 1024
+_FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+            }
+        },
+    }
+}
+
+
+async def read_form(request: Request) -> list[tuple[str, str]]:
+    """The body's parameters; OAuth parameters never travel in the query string."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
+    if request.url.query:
+        raise InvalidRequest("parameters belong in the request body, not the query string")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        raise InvalidRequest("request body too large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidRequest("request body too large")
+    try:
+        text = body.decode("utf-8")
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=100)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("malformed form body") from exc
+
+
+def _meta(request: Request) -> RequestMeta:
+    return RequestMeta(correlation_id(request.scope), request.headers.get("authorization"))
+
+
+def _server(request: Request) -> OAuthServer:
+    server: OAuthServer = request.app.state.oauth
+    return server
+
+
+def router() -> APIRouter:
+    api = APIRouter(tags=["oauth"])
+
+    @api.post("/oauth/token", openapi_extra=_FORM_DOC, summary="Token endpoint (RFC 6749 §3.2)")
+    async def token(request: Request) -> Response:
+        try:
+            body = await _server(request).token(await read_form(request), _meta(request))
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        return json_response(body, 200, NO_STORE)
+
+    @api.post("/oauth/introspect", openapi_extra=_FORM_DOC, summary="Introspection (RFC 7662)")
+    async def introspect(request: Request) -> Response:
+        try:
+            body = await _server(request).introspect(await read_form(request), _meta(request))
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        return json_response(body, 200, NO_STORE)
+
+    @api.post("/oauth/revoke", openapi_extra=_FORM_DOC, summary="Revocation (RFC 7009)")
+    async def revoke(request: Request) -> Response:
+        try:
+            await _server(request).revoke(await read_form(request), _meta(request))
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        return Response(b"", 200, NO_STORE)
+
+    return api
