@@ -51,7 +51,9 @@ class TenantSetup:
 
     def introspector(self, name: str = "crm-api") -> dict[str, Any]:
         return dict(
-            self.server.cli("clients", "create", name, "--tenant", self.name, "--right", "introspect")
+            self.server.cli(
+                "clients", "create", name, "--tenant", self.name, "--right", "introspect"
+            )
         )
 
 
@@ -62,12 +64,28 @@ def tenant(server: RunningServer) -> TenantSetup:
     sponsor = server.cli("users", "create", "sam@acme.example", "--tenant", name, "--role", "admin")
     crm = f"https://crm-{name}.example"
     resource = server.cli(
-        "resources", "create", crm, "--tenant", name,
-        "--scope", "deals:read", "--scope", "deals:write", "--scope", "deals:admin",
+        "resources",
+        "create",
+        crm,
+        "--tenant",
+        name,
+        "--scope",
+        "deals:read",
+        "--scope",
+        "deals:write",
+        "--scope",
+        "deals:admin",
     )
     agent = server.cli(
-        "agents", "create", "invoice-bot", "--tenant", name, "--sponsor", "sam@acme.example",
-        "--scope", "deals:read",
+        "agents",
+        "create",
+        "invoice-bot",
+        "--tenant",
+        name,
+        "--sponsor",
+        "sam@acme.example",
+        "--scope",
+        "deals:read",
     )
     return TenantSetup(server, t, sponsor, resource, agent)
 

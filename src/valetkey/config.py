@@ -40,7 +40,9 @@ class Settings(BaseSettings):
         900,
         ge=30,
         le=3600,
-        description="Access token lifetime in seconds (15 min); a tenant may lower it; never above 3600.",
+        description=(
+            "Access token lifetime in seconds (15 min); a tenant may lower it; never above 3600."
+        ),
     )
     signing_alg: str = Field(
         "ES256",
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
     secret_grace: int = Field(
         86400,
         ge=0,
-        description="Seconds an agent's previous client secret keeps working after `rotate-secret`.",
+        description="Seconds a previous client secret keeps working after `rotate-secret`.",
     )
     audit_batch_max: int = Field(
         512, ge=1, description="At most this many audit events are committed in one transaction."

@@ -44,13 +44,17 @@ def verify_chain(events: Iterable[StoredEvent], head: ChainHead | None) -> Verif
     for event in events:
         problem = None
         if event.seq != expected_seq:
-            problem = f"expected seq {expected_seq}, found {event.seq} (events removed or reordered)"
+            problem = (
+                f"expected seq {expected_seq}, found {event.seq} (events removed or reordered)"
+            )
         elif event.prev_hash != prev_hash:
             problem = "prev_hash does not match the previous event's hash"
         elif link_hash(prev_hash, event.chained_fields()) != event.hash:
             problem = "event content does not match its hash (event altered)"
         if problem:
-            return Verification(False, count, _broken(event.tenant_id, event.seq, event.id, problem))
+            return Verification(
+                False, count, _broken(event.tenant_id, event.seq, event.id, problem)
+            )
         prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
     if head is not None and (head.seq != count or head.hash != prev_hash):
         problem = f"chain head records {head.seq} events but {count} remain (tail removed)"

@@ -1,6 +1,7 @@
 """`valetkey agents`: first-class agent identities, their credentials and lifecycle."""
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -25,12 +26,12 @@ app = typer.Typer(help="Manage agent identities.", no_args_is_help=True)
 AgentArg = typer.Argument(..., help="Agent id (agt_…), or its name with --tenant.")
 
 
-async def _view(svc: IdentityService, agent: Client, secret: str | None = None) -> dict[str, object]:
+async def _view(svc: IdentityService, agent: Client, secret: str | None = None) -> dict[str, Any]:
     sponsor = await svc.sponsor_of(agent)
     return views.agent(agent, sponsor.email if sponsor else None, secret)
 
 
-def _show(title: str, data: dict[str, object]) -> None:
+def _show(title: str, data: dict[str, Any]) -> None:
     shown = {k: v for k, v in data.items() if k not in ("credentials", "client_secret")}
     fields(title, shown)
     if data.get("client_secret"):
@@ -59,8 +60,9 @@ def create(
 ) -> None:
     """Create an agent with its own credentials."""
 
+    jwks = parse_public_keys(public_key.read_text()) if public_key else None
+
     async def go() -> None:
-        jwks = parse_public_keys(public_key.read_text()) if public_key else None
         async with identity() as (_, svc):
             agent, secret = await svc.create_agent(
                 tenant,
@@ -100,7 +102,7 @@ def list_(tenant: str = OptionalTenantOpt, json: bool = JsonOpt) -> None:
                         d["name"],
                         str(d["status"]) + (" · needs_sponsor" if d["needs_sponsor"] else ""),
                         d["sponsor"],
-                        " ".join(d["scopes"]),  # type: ignore[arg-type]
+                        " ".join(d["scopes"]),
                     )
                     for d in data
                 ],
@@ -121,8 +123,10 @@ def show(agent: str = AgentArg, tenant: str = OptionalTenantOpt, json: bool = Js
             return
         _show(f"Agent {data['name']}", data)
         creds = data["credentials"]
-        rows = [("secret", s["id"], s["created_at"], s["expires_at"] or "") for s in creds["secrets"]]  # type: ignore[index]
-        rows += [("public key", kid, "", "") for kid in creds["keys"]]  # type: ignore[index]
+        rows = [
+            ("secret", s["id"], s["created_at"], s["expires_at"] or "") for s in creds["secrets"]
+        ]
+        rows += [("public key", kid, "", "") for kid in creds["keys"]]
         table("Credentials", ["kind", "id", "created", "expires"], rows)
 
     run(go)

@@ -8,6 +8,7 @@ import typer
 from rich.progress import Progress
 
 from valetkey.audit import service
+from valetkey.audit.chain import Verification
 from valetkey.audit.events import SYSTEM_TENANT, AuditQuery
 from valetkey.cli import views
 from valetkey.cli.common import (
@@ -87,12 +88,10 @@ def verify(tenant: str = OptionalTenantOpt, json: bool = JsonOpt) -> None:
             else:
                 with Progress(console=err_console, transient=True) as progress:
                     task = progress.add_task("verifying", total=len(tenant_ids))
-                    result = service.Verification(True, 0)
+                    result = Verification(True, 0)
                     for tenant_id in tenant_ids:
                         part = await service.verify(rt.audit_store, [tenant_id])
-                        result = service.Verification(
-                            part.ok, result.events + part.events, part.broken
-                        )
+                        result = Verification(part.ok, result.events + part.events, part.broken)
                         progress.advance(task)
                         if not part.ok:
                             break

@@ -23,7 +23,9 @@ CRM = "https://crm.acme.example"
 
 def _claims(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     def part(segment: str) -> dict[str, Any]:
-        data: dict[str, Any] = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        data: dict[str, Any] = orjson.loads(
+            base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        )
         return data
 
     header, payload, _ = token.split(".")
@@ -61,7 +63,10 @@ def demo(
 
             _step("2. The agent gets its own identity and keys")
             agent, secret = await svc.create_agent(
-                tenant.id, "invoice-bot", sponsor.email, ["deals:read"],
+                tenant.id,
+                "invoice-bot",
+                sponsor.email,
+                ["deals:read"],
                 description="Reads deals to draft invoices",
             )
             assert secret is not None
@@ -81,10 +86,15 @@ def demo(
                 response.raise_for_status()
                 token = response.json()["access_token"]
                 header, claims = _claims(token)
-                console.print(Panel(
-                    orjson.dumps({"header": header, "claims": claims}, option=orjson.OPT_INDENT_2).decode(),
-                    title="access token (RFC 9068 JWT)", expand=False,
-                ))
+                console.print(
+                    Panel(
+                        orjson.dumps(
+                            {"header": header, "claims": claims}, option=orjson.OPT_INDENT_2
+                        ).decode(),
+                        title="access token (RFC 9068 JWT)",
+                        expand=False,
+                    )
+                )
 
                 _step("4. It tries to escalate to deals:admin")
                 response = await http.post(
@@ -94,14 +104,18 @@ def demo(
 
                 _step("5. The CRM introspects the token: active")
                 introspect = {"token": token}
-                response = await http.post("/oauth/introspect", data=introspect, auth=(rs.id, rs_secret))
+                response = await http.post(
+                    "/oauth/introspect", data=introspect, auth=(rs.id, rs_secret)
+                )
                 console.print(f"active = {response.json()['active']}")
 
                 _step("6. The sponsor suspends the agent: effective at once")
                 await svc.suspend_agent(agent.id)
                 response = await http.post("/oauth/token", data=form, auth=(agent.id, secret))
                 _answer(response)
-                response = await http.post("/oauth/introspect", data=introspect, auth=(rs.id, rs_secret))
+                response = await http.post(
+                    "/oauth/introspect", data=introspect, auth=(rs.id, rs_secret)
+                )
                 console.print(f"the token it already held: active = {response.json()['active']}")
 
             _step("7. The audit trail, under the agent's own name")
@@ -109,11 +123,16 @@ def demo(
             table(
                 f"Audit events of {tenant.name}",
                 ["seq", "type", "outcome", "agent", "reason"],
-                [(e.seq, e.type, e.outcome, e.agent_id or "", e.reason or "") for e in reversed(events)],
+                [
+                    (e.seq, e.type, e.outcome, e.agent_id or "", e.reason or "")
+                    for e in reversed(events)
+                ],
             )
             result = await audit_service.verify(rt.audit_store, [tenant.id])
             verdict = "[green]intact[/green]" if result.ok else "[red]BROKEN[/red]"
-            console.print(f"hash chain: {verdict} ({result.events} events)  ·  correlation id {cid}")
+            console.print(
+                f"hash chain: {verdict} ({result.events} events)  ·  correlation id {cid}"
+            )
             console.print(
                 f"\nTry: valetkey audit search --tenant {tenant.name} --correlation-id {cid}"
             )

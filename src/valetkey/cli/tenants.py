@@ -10,7 +10,9 @@ app = typer.Typer(help="Create and configure tenants.", no_args_is_help=True)
 
 
 @app.command("create")
-def create(name: str = typer.Argument(..., help="Lowercase name, e.g. acme."), json: bool = JsonOpt) -> None:
+def create(
+    name: str = typer.Argument(..., help="Lowercase name, e.g. acme."), json: bool = JsonOpt
+) -> None:
     """Create a tenant."""
 
     async def go() -> None:

@@ -3,7 +3,16 @@
 import typer
 
 from valetkey.cli import views
-from valetkey.cli.common import JsonOpt, TenantOpt, console, fields, identity, print_json, run, table
+from valetkey.cli.common import (
+    JsonOpt,
+    TenantOpt,
+    console,
+    fields,
+    identity,
+    print_json,
+    run,
+    table,
+)
 
 app = typer.Typer(help="Manage a tenant's users.", no_args_is_help=True)
 

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 AgentStatus = Literal["active", "suspended", "decommissioned"]
 ClientKind = Literal["agent", "service"]
@@ -18,7 +19,10 @@ class TenantSettings:
     max_token_lifetime: int = MAX_TOKEN_LIFETIME
 
     def to_json(self) -> dict[str, Any]:
-        return {"token_lifetime": self.token_lifetime, "max_token_lifetime": self.max_token_lifetime}
+        return {
+            "token_lifetime": self.token_lifetime,
+            "max_token_lifetime": self.max_token_lifetime,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "TenantSettings":
@@ -117,3 +121,9 @@ class Client:
 
     def live_secrets(self, now: float) -> list[SecretRecord]:
         return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
+
+
+def valid_resource_uri(uri: str) -> bool:
+    """RFC 8707 §2: an absolute URI without a fragment."""
+    parts = urlsplit(uri)
+    return bool(parts.scheme) and bool(parts.netloc or parts.path) and "#" not in uri

@@ -8,11 +8,11 @@ import json
 from typing import Any
 
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, JWKRegistry, KeySet, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from valetkey.errors import InvalidInput
 
-_PUBLIC_TYPES = (ECKey, RSAKey, OKPKey)
+_TYPES: dict[str, Any] = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}
 
 
 def parse_public_keys(text: str) -> dict[str, Any]:
@@ -23,24 +23,37 @@ def parse_public_keys(text: str) -> dict[str, Any]:
         if text.startswith("{"):
             data = json.loads(text)
             items = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
-            keys = [_public_jwk(JWKRegistry.import_key(item)) for item in items]
-            if any("d" in item for item in items):
-                raise InvalidInput("that JWK holds a private key: give the public key only")
+            keys = [_from_jwk(item) for item in items]
         else:
-            keys = [_public_jwk(JWKRegistry.import_key(text.encode()))]
+            keys = [_from_pem(text.encode())]
     except InvalidInput:
         raise
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise InvalidInput(f"not a PEM public key, JWK or JWKS: {exc}") from exc
     if not keys:
         raise InvalidInput("the JWKS holds no key")
-    KeySet.import_key_set({"keys": keys})  # the set as a whole must load
+    KeySet.import_key_set({"keys": keys})
     return {"keys": keys}
 
 
-def _public_jwk(key: Any) -> dict[str, Any]:
-    if not isinstance(key, _PUBLIC_TYPES):
+def _from_jwk(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict) or item.get("kty") not in _TYPES:
         raise InvalidInput("only EC, RSA and OKP (Ed25519) public keys are accepted")
+    if "d" in item:
+        raise InvalidInput("that JWK holds a private key: give the public key only")
+    return _public_jwk(_TYPES[item["kty"]].import_key(item))
+
+
+def _from_pem(pem: bytes) -> dict[str, Any]:
+    for key_type in _TYPES.values():
+        try:
+            return _public_jwk(key_type.import_key(pem))
+        except (JoseError, ValueError, TypeError):
+            continue
+    raise InvalidInput("not a PEM public key (EC, RSA or Ed25519)")
+
+
+def _public_jwk(key: Any) -> dict[str, Any]:
     jwk = dict(key.as_dict(private=False))
     jwk.setdefault("kid", key.thumbprint())
     return jwk

@@ -1,4 +1,5 @@
-"""Client secrets: 256 random bits, prefixed `vk_cs_`, stored as a digest, compared in constant time.
+"""Client secrets: 256 random bits, prefixed `vk_cs_`, stored as a digest, compared in
+constant time.
 
 A salted slow hash (argon2) protects low-entropy passwords; a 256-bit random secret cannot be
 guessed, so SHA-256 is enough and keeps client authentication on the hot path cheap.

@@ -22,14 +22,13 @@ from valetkey.identity.models import (
     Resource,
     SecretRecord,
     Tenant,
-    TenantSettings,
     User,
+    valid_resource_uri,
 )
 from valetkey.identity.ports import IdentityStore
 from valetkey.identity.scopes import check_acyclic, conventional_implications, valid_scope
 from valetkey.identity.secrets import digest_secret, generate_secret
 from valetkey.ids import new_id
-from valetkey.oauth.audience import valid_resource_uri
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
@@ -310,7 +309,8 @@ class IdentityService:
         now = self._clock.now()
         until = now + (self._secret_grace if grace is None else grace)
         kept = tuple(
-            replace(s, expires_at=min(s.expires_at or until, until)) for s in agent.live_secrets(now)
+            replace(s, expires_at=min(s.expires_at or until, until))
+            for s in agent.live_secrets(now)
         )
         secret = generate_secret()
         record = SecretRecord(new_id("sec"), digest_secret(secret), now)
@@ -333,7 +333,9 @@ class IdentityService:
         updated = await self._store.save_client(
             replace(agent, sponsor_id=sponsor.id, needs_sponsor=False, updated_at=self._clock.now())
         )
-        await self._event("agent.sponsor_changed", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id)
+        await self._event(
+            "agent.sponsor_changed", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id
+        )
         return updated
 
     # service clients (resource servers, gateways) ------------------------------------------
@@ -359,7 +361,9 @@ class IdentityService:
         )
         await self._store.create_client(client)
         await self._event(
-            "client.created", tenant.id, data={"client_id": client.id, "rights": list(client.rights)}
+            "client.created",
+            tenant.id,
+            data={"client_id": client.id, "rights": list(client.rights)},
         )
         return client, secret
 

@@ -5,9 +5,8 @@ One audience per token: a token for the CRM is useless at the mail API. Pure fun
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from valetkey.identity.models import Resource
+from valetkey.identity.models import Resource, valid_resource_uri
 from valetkey.identity.scopes import closure
 from valetkey.oauth.errors import InvalidScope, InvalidTarget
 
@@ -17,12 +16,6 @@ class Grantable:
     audience: str
     scopes: tuple[str, ...]
     resource: Resource | None
-
-
-def valid_resource_uri(uri: str) -> bool:
-    """RFC 8707 §2: an absolute URI without a fragment."""
-    parts = urlsplit(uri)
-    return bool(parts.scheme) and bool(parts.netloc or parts.path) and "#" not in uri
 
 
 def all_implications(resources: Sequence[Resource]) -> dict[str, set[str]]:

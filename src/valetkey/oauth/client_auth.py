@@ -24,7 +24,16 @@ from valetkey.oauth.errors import InvalidClient, InvalidRequest
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = [
-    "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
+    "ES256",
+    "ES384",
+    "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "EdDSA",
 ]
 MAX_ASSERTION_LIFETIME = 3600
 LEEWAY = 30
@@ -134,12 +143,10 @@ async def verify_assertion(
         raise InvalidClient("client assertion was already used (jti replay)")
 
 
-def _verified_claims(
-    assertion: str, jwks: dict[str, Any], kid: Any, alg: str
-) -> dict[str, Any]:
+def _verified_claims(assertion: str, jwks: dict[str, Any], kid: Any, alg: str) -> dict[str, Any]:
     """Verify with the registered key named by `kid`, or with each registered key if none."""
     try:
-        key_set = KeySet.import_key_set(jwks)
+        key_set = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise InvalidClient("client's registered keys are unusable") from exc
     candidates = [k for k in key_set.keys if kid is None or k.kid == kid]

@@ -30,9 +30,7 @@ class OAuthStore(AssertionReplayGuard, Protocol):
 
     async def is_revoked(self, jti: str) -> bool: ...
 
-    async def revoke_token(
-        self, jti: str, tenant_id: str, expires_at: float, now: float
-    ) -> bool:
+    async def revoke_token(self, jti: str, tenant_id: str, expires_at: float, now: float) -> bool:
         """Record the revocation; False if it was already revoked."""
         ...
 

@@ -124,7 +124,9 @@ class KeyManager:
             # Nothing pre-published for this algorithm: publish and activate a fresh key.
             promoted = self._new("active", alg, now)
             if pending is not None:
-                updates.append(replace(pending, status="retired", retired_at=now, publish_until=now))
+                updates.append(
+                    replace(pending, status="retired", retired_at=now, publish_until=now)
+                )
             fresh = [promoted, self._new("next", alg, now)]
         else:
             promoted = replace(pending, status="active", activated_at=now)

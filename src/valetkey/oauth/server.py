@@ -83,9 +83,7 @@ class OAuthServer:
             grant = self._grant_for(params.get("grant_type"))
             creds, ctx = await self._identify(params, meta)
             ctx = await self._verify_client(creds, ctx, now)
-            request = TokenRequest(
-                params, resources, ctx, await self._tenant_resources(ctx), now
-            )
+            request = TokenRequest(params, resources, ctx, await self._tenant_resources(ctx), now)
             spec = await grant.handle(request)
             return await self._issue(spec, ctx, params["grant_type"], meta, int(now))
         except OAuthError as exc:
@@ -236,7 +234,9 @@ class OAuthServer:
     async def _live_claims(self, token: str, now: float) -> dict[str, Any] | None:
         """Claims of a token that is ours, unexpired, unrevoked and whose client is active."""
         try:
-            claims = verify_access_token(token, await self._verification_keys(token), self.issuer, now)
+            claims = verify_access_token(
+                token, await self._verification_keys(token), self.issuer, now
+            )
         except TokenInvalid:
             return None
         holder = await self._store.load_client_context(claims["client_id"])
@@ -255,7 +255,7 @@ class OAuthServer:
             return cached[1]
         async with self._key_lock:
             jwks = await self._keys.jwks()
-            key_set = KeySet.import_key_set(jwks)
+            key_set = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
             self._key_set = (frozenset(k["kid"] for k in jwks["keys"]), key_set)
             return key_set
 
@@ -268,12 +268,16 @@ class OAuthServer:
         if not token:
             raise InvalidRequest("token is required")
         try:
-            claims = verify_access_token(token, await self._verification_keys(token), self.issuer, now)
+            claims = verify_access_token(
+                token, await self._verification_keys(token), self.issuer, now
+            )
         except TokenInvalid:
             return  # RFC 7009 §2.2: an invalid token needs no revocation; answer 200
         own = claims["client_id"] == caller.client.id and claims["tenant"] == caller.tenant.id
         if own:
-            await self._store.revoke_token(claims["jti"], caller.tenant.id, float(claims["exp"]), now)
+            await self._store.revoke_token(
+                claims["jti"], caller.tenant.id, float(claims["exp"]), now
+            )
         await self._audit.record(
             AuditEvent(
                 type="token.revoked",
@@ -290,6 +294,7 @@ class OAuthServer:
     # discovery (RFC 8414) ------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         methods = client_auth.AUTH_METHODS
+        algs = client_auth.ASSERTION_ALGORITHMS
         return {
             "issuer": self.issuer,
             "token_endpoint": self.token_endpoint,
@@ -299,9 +304,9 @@ class OAuthServer:
             "grant_types_supported": self.grant_types,
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": methods,
-            "token_endpoint_auth_signing_alg_values_supported": client_auth.ASSERTION_ALGORITHMS,
+            "token_endpoint_auth_signing_alg_values_supported": algs,
             "revocation_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,
-            "introspection_endpoint_auth_signing_alg_values_supported": client_auth.ASSERTION_ALGORITHMS,
-            "revocation_endpoint_auth_signing_alg_values_supported": client_auth.ASSERTION_ALGORITHMS,
+            "introspection_endpoint_auth_signing_alg_values_supported": algs,
+            "revocation_endpoint_auth_signing_alg_values_supported": algs,
         }

@@ -204,7 +204,5 @@ class SqlIdentityStore:
     @staticmethod
     async def _bump_version(conn: Any, tenant_id: str) -> None:
         await conn.execute(
-            tenants.update()
-            .where(tenants.c.id == tenant_id)
-            .values(version=tenants.c.version + 1)
+            tenants.update().where(tenants.c.id == tenant_id).values(version=tenants.c.version + 1)
         )

@@ -170,7 +170,6 @@ class SqlOAuthStore:
                 )
             )
 
-
     async def _lock_keys(self, conn: AsyncConnection) -> None:
         if not self._db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already holds the write lock
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _KEYS_LOCK})

@@ -41,7 +41,9 @@ async def read_form(request: Request) -> list[tuple[str, str]]:
             raise InvalidRequest("request body too large")
     try:
         text = body.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=100)
+        return parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=100
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest("malformed form body") from exc
 

@@ -1,0 +1,171 @@
+"""One storage contract, every backend: the same assertions on SQLite and PostgreSQL."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.support.databases import BACKENDS, new_database_url
+from valetkey.audit.events import AuditEvent, AuditQuery
+from valetkey.audit.service import verify
+from valetkey.clock import SystemClock
+from valetkey.errors import Conflict, NotFound
+from valetkey.identity.models import Client, Resource, Tenant, User
+from valetkey.oauth.keys import KeyManager
+from valetkey.storage.audit_store import SqlAuditStore
+from valetkey.storage.database import Database
+from valetkey.storage.identity_store import SqlIdentityStore
+from valetkey.storage.migrate import upgrade
+from valetkey.storage.oauth_store import SqlOAuthStore
+from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
+
+
+@pytest.fixture(params=BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = await asyncio.to_thread(new_database_url, request.param, tmp_path)
+    database = Database(url)
+    await upgrade(database)
+    yield database
+    await database.dispose()
+
+
+def _tenant(name: str = "acme") -> Tenant:
+    return Tenant(f"ten_{name}", name, 1.0)
+
+
+def _agent(tenant: Tenant, name: str = "bot", sponsor: str | None = None) -> Client:
+    return Client(
+        id=f"agt_{tenant.name}_{name}",
+        tenant_id=tenant.id,
+        kind="agent",
+        name=name,
+        status="active",
+        scopes=("deals:read",),
+        sponsor_id=sponsor,
+        created_at=1.0,
+        updated_at=1.0,
+    )
+
+
+async def test_tenants_users_and_conflicts(db: Database) -> None:
+    store = SqlIdentityStore(db)
+    tenant = await store.create_tenant(_tenant())
+    assert (await store.find_tenant("acme")).id == tenant.id
+    assert (await store.find_tenant(tenant.id)).name == "acme"
+    with pytest.raises(Conflict):
+        await store.create_tenant(replace(_tenant(), id="ten_other"))
+    with pytest.raises(NotFound):
+        await store.find_tenant("nobody")
+    other = await store.create_tenant(_tenant("globex"))
+    user = User("usr_1", tenant.id, "sam@acme.example", ("admin",), "active", 1.0)
+    await store.create_user(user)
+    with pytest.raises(Conflict):
+        await store.create_user(replace(user, id="usr_2"))
+    await store.create_user(replace(user, id="usr_3", tenant_id=other.id))  # other tenant: fine
+    assert (await store.find_user(tenant.id, "sam@acme.example")).roles == ("admin",)
+    with pytest.raises(NotFound):
+        await store.find_user(other.id, "nobody@acme.example")
+
+
+async def test_deactivation_flags_sponsored_agents_atomically(db: Database) -> None:
+    store = SqlIdentityStore(db)
+    tenant = await store.create_tenant(_tenant())
+    user = await store.create_user(
+        User("usr_1", tenant.id, "sam@acme.example", ("admin",), "active", 1.0)
+    )
+    await store.create_client(_agent(tenant, "a", user.id))
+    await store.create_client(replace(_agent(tenant, "b", user.id), status="decommissioned"))
+    deactivated, flagged = await store.deactivate_user(user, 2.0)
+    assert deactivated.status == "deactivated"
+    assert [c.name for c in flagged] == ["a"]
+    assert (await store.get_client(flagged[0].id)).needs_sponsor
+
+
+async def test_clients_and_resources(db: Database) -> None:
+    store = SqlIdentityStore(db)
+    tenant = await store.create_tenant(_tenant())
+    agent = await store.create_client(_agent(tenant))
+    with pytest.raises(Conflict):
+        await store.create_client(replace(agent, id="agt_dup"))
+    await store.save_client(replace(agent, status="suspended", revoked_before=5.0))
+    loaded = await store.get_client(agent.id)
+    assert (loaded.status, loaded.revoked_before) == ("suspended", 5.0)
+    with pytest.raises(NotFound):
+        await store.get_client("agt_missing")
+    version = (await store.find_tenant(tenant.id)).version
+    resource = Resource("res_1", tenant.id, "https://crm.example", ("a:read",), {}, 1.0)
+    await store.create_resource(resource)
+    assert (await store.find_tenant(tenant.id)).version == version + 1
+    with pytest.raises(Conflict):
+        await store.create_resource(replace(resource, id="res_2"))
+
+
+async def test_client_context_assertions_and_revocations(db: Database) -> None:
+    identity = SqlIdentityStore(db)
+    oauth = SqlOAuthStore(db)
+    tenant = await identity.create_tenant(_tenant())
+    agent = await identity.create_client(_agent(tenant))
+    keys = KeyManager(
+        oauth, Envelope(LocalKey.from_text(generate_master_key_text())), SystemClock()
+    )
+    active = await keys.ensure()
+    ctx = await oauth.load_client_context(agent.id)
+    assert ctx is not None
+    assert (ctx.client.id, ctx.tenant.name, ctx.active_kid) == (agent.id, "acme", active.kid)
+    assert await oauth.load_client_context("agt_missing") is None
+    assert await oauth.consume_assertion("k1", 10.0)
+    assert not await oauth.consume_assertion("k1", 10.0)
+    assert not await oauth.is_revoked("jti1")
+    assert await oauth.revoke_token("jti1", tenant.id, 9e9, 1.0)
+    assert not await oauth.revoke_token("jti1", tenant.id, 9e9, 1.0)
+    assert await oauth.is_revoked("jti1")
+
+
+async def test_key_rotation_publishes_before_signing(db: Database) -> None:
+    oauth = SqlOAuthStore(db)
+    keys = KeyManager(
+        oauth, Envelope(LocalKey.from_text(generate_master_key_text())), SystemClock()
+    )
+    first = await keys.ensure()
+    assert await keys.ensure() == first  # idempotent
+    published = {k["kid"] for k in (await keys.jwks())["keys"]}
+    assert len(published) == 2
+    promoted, retired = await keys.rotate()
+    assert retired is not None and retired.kid == first.kid
+    assert promoted.kid in published  # the new signer was already public
+    after = {k["kid"] for k in (await keys.jwks())["keys"]}
+    assert {first.kid, promoted.kid} <= after and len(after) == 3
+    assert all("d" not in k for k in (await keys.jwks())["keys"])
+    kid, alg, _ = await keys.signer(None)
+    assert (kid, alg) == (promoted.kid, "ES256")
+    with pytest.raises(Conflict):
+        await oauth.rotate(first.kid, [], [], 0.0)  # stale view of the active key
+    ed, _ = await keys.rotate("EdDSA")
+    assert ed.alg == "EdDSA"
+
+
+async def test_audit_chain_stays_one_line_under_concurrent_nodes(db: Database) -> None:
+    second = Database(db.url)  # another node: its own engine and pool
+    try:
+        stores = [SqlAuditStore(db), SqlAuditStore(second)]
+
+        async def writer(i: int) -> None:
+            for j in range(10):
+                events = [
+                    AuditEvent(
+                        "token.issued", tenant, float(i * 100 + j), f"cor_{i}", jti=f"{i}-{j}"
+                    )
+                    for tenant in ("ten_a", "ten_b")
+                ]
+                await stores[i % 2].append(events)
+
+        await asyncio.gather(*(writer(i) for i in range(8)))
+        result = await verify(stores[0], ["ten_a", "ten_b"])
+        assert result.ok, result.broken
+        assert result.events == 160
+        found = await stores[1].search(AuditQuery(tenant_id="ten_a", correlation_id="cor_3"))
+        assert len(found) == 10
+    finally:
+        await second.dispose()
