@@ -22,6 +22,7 @@ from valetkey.cli.common import (
     runtime,
     table,
 )
+from valetkey.clock import iso
 from valetkey.runtime import Runtime
 
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -61,7 +62,7 @@ def search(
             ["time", "type", "outcome", "agent", "user", "correlation", "reason"],
             [
                 (
-                    views.event(e)["time"],
+                    iso(e.ts_us / 1e6).replace("T", " ").rstrip("Z"),
                     e.type,
                     e.outcome,
                     e.agent_id,

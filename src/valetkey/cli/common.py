@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from valetkey.audit.writer import DirectAudit
 from valetkey.config import Settings
@@ -47,6 +48,8 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         fail(f"configuration: {exc.errors()[0].get('msg', exc)}")
     except OSError as exc:
         fail(f"{exc.__class__.__name__}: {exc}")
+    except SQLAlchemyError as exc:
+        fail(f"database: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
 
 
 def settings() -> Settings:
@@ -95,5 +98,7 @@ def fields(title: str, data: dict[str, Any]) -> None:
     for key, value in data.items():
         if isinstance(value, list | tuple):
             value = ", ".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            value = "; ".join(f"{k} → {', '.join(map(str, v))}" for k, v in value.items())
         grid.add_row(key, "" if value is None else str(value))
     console.print(grid)

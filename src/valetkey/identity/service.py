@@ -252,7 +252,10 @@ class IdentityService:
     async def agent(self, ref: str, tenant_ref: str | None = None) -> Client:
         """An agent by id, or by name within `tenant_ref`."""
         if ref.startswith("agt_"):
-            agent = await self._store.get_client(ref)
+            try:
+                agent = await self._store.get_client(ref)
+            except NotFound:
+                raise NotFound(f"no agent {ref!r}") from None
             if tenant_ref is not None and agent.tenant_id != (await self.tenant(tenant_ref)).id:
                 raise NotFound(f"no agent {ref!r} in this tenant")
         elif tenant_ref is None:
