@@ -19,7 +19,16 @@ def test_cli_reference_is_current(tmp_path: Path) -> None:
     out = tmp_path / "cli.md"
     typer = Path(sys.executable).parent / "typer"
     subprocess.run(
-        [str(typer), "valetkey.cli.main", "utils", "docs", "--name", "valetkey", "--output", str(out)],
+        [
+            str(typer),
+            "valetkey.cli.main",
+            "utils",
+            "docs",
+            "--name",
+            "valetkey",
+            "--output",
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )

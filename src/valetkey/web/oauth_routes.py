@@ -12,16 +12,39 @@ from valetkey.web.correlation import correlation_id
 from valetkey.web.errors import NO_STORE, json_response, oauth_error_response
 
 MAX_FORM_BYTES = 64 * 1024
-_FORM_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/x-www-form-urlencoded": {
-                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
-            }
-        },
-    }
+_CLIENT_AUTH_FIELDS = {
+    "client_id": {"type": "string"},
+    "client_secret": {"type": "string"},
+    "client_assertion_type": {"type": "string"},
+    "client_assertion": {"type": "string"},
 }
+
+
+def _form_doc(fields: dict[str, dict[str, object]], required: list[str]) -> dict[str, object]:
+    schema = {
+        "type": "object",
+        "properties": {**fields, **_CLIENT_AUTH_FIELDS},
+        "required": required,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
+_TOKEN_DOC = _form_doc(
+    {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "scope": {"type": "string"},
+        "resource": {"type": "string"},
+    },
+    ["grant_type"],
+)
+_TOKEN_PARAM_DOC = _form_doc(
+    {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}, ["token"]
+)
 
 
 async def read_form(request: Request) -> list[tuple[str, str]]:
@@ -60,7 +83,7 @@ def _server(request: Request) -> OAuthServer:
 def router() -> APIRouter:
     api = APIRouter(tags=["oauth"])
 
-    @api.post("/oauth/token", openapi_extra=_FORM_DOC, summary="Token endpoint (RFC 6749 §3.2)")
+    @api.post("/oauth/token", openapi_extra=_TOKEN_DOC, summary="Token endpoint (RFC 6749 §3.2)")
     async def token(request: Request) -> Response:
         try:
             body = await _server(request).token(await read_form(request), _meta(request))
@@ -68,7 +91,9 @@ def router() -> APIRouter:
             return oauth_error_response(exc)
         return json_response(body, 200, NO_STORE)
 
-    @api.post("/oauth/introspect", openapi_extra=_FORM_DOC, summary="Introspection (RFC 7662)")
+    @api.post(
+        "/oauth/introspect", openapi_extra=_TOKEN_PARAM_DOC, summary="Introspection (RFC 7662)"
+    )
     async def introspect(request: Request) -> Response:
         try:
             body = await _server(request).introspect(await read_form(request), _meta(request))
@@ -76,7 +101,7 @@ def router() -> APIRouter:
             return oauth_error_response(exc)
         return json_response(body, 200, NO_STORE)
 
-    @api.post("/oauth/revoke", openapi_extra=_FORM_DOC, summary="Revocation (RFC 7009)")
+    @api.post("/oauth/revoke", openapi_extra=_TOKEN_PARAM_DOC, summary="Revocation (RFC 7009)")
     async def revoke(request: Request) -> Response:
         try:
             await _server(request).revoke(await read_form(request), _meta(request))
