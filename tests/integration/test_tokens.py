@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
@@ -21,11 +20,14 @@ from tests.integration.helpers import (
     KeyPair,
     access_token,
     b64url,
+    http,
     jwks,
+    make_tenant,
     token_request,
     verify,
     write_key_file,
 )
+from tests.support.server import RunningServer
 
 with warnings.catch_warnings():
     # authlib >= 1.9 prefers the `httpx2` package and warns when it falls back to httpx.
@@ -33,6 +35,12 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import OAuth2Client
 
 METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+@pytest.fixture(scope="module")
+def shared(server: RunningServer) -> TenantSetup:
+    """A tenant for the tests that change nothing another test relies on."""
+    return make_tenant(server)
 
 
 def fetch_with_authlib(
@@ -66,11 +74,11 @@ def fetch_with_authlib(
 
 @pytest.mark.parametrize("method", METHODS)
 def test_authlib_token_verifies_with_pyjwt(
-    tenant: TenantSetup, tmp_path: Path, method: str
+    shared: TenantSetup, tmp_path: Path, method: str
 ) -> None:
-    server = tenant.server
+    server = shared.server
     before = int(time.time())
-    agent, token = fetch_with_authlib(tenant, method, tmp_path, resource=tenant.crm)
+    agent, token = fetch_with_authlib(shared, method, tmp_path, resource=shared.crm)
     after = int(time.time())
 
     assert token["token_type"] == "Bearer"
@@ -83,13 +91,13 @@ def test_authlib_token_verifies_with_pyjwt(
     assert header["alg"] == "ES256"
     assert header["kid"] in {k["kid"] for k in jwks(server)["keys"]}
 
-    claims = verify(server, token["access_token"], tenant.crm)
+    claims = verify(server, token["access_token"], shared.crm)
     assert claims["iss"] == server.issuer
     assert claims["sub"] == agent["id"] == agent["client_id"]
     assert claims["client_id"] == agent["id"]
-    assert claims["aud"] == tenant.crm
+    assert claims["aud"] == shared.crm
     assert claims["scope"] == "deals:read"
-    assert claims["tenant"] == tenant.tenant["id"]
+    assert claims["tenant"] == shared.tenant["id"]
     assert before <= claims["iat"] <= after
     assert claims["exp"] - claims["iat"] == 900
     assert isinstance(claims["jti"], str)
@@ -98,8 +106,8 @@ def test_authlib_token_verifies_with_pyjwt(
     assert set(claims) == {"iss", "sub", "aud", "client_id", "scope", "tenant", "iat", "exp", "jti"}
 
 
-def test_token_response_headers_and_shape(tenant: TenantSetup) -> None:
-    response = token_request(tenant.server, tenant.agent, tenant.crm)
+def test_token_response_headers_and_shape(shared: TenantSetup) -> None:
+    response = token_request(shared.server, shared.agent, shared.crm)
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["content-type"].startswith("application/json")
@@ -107,53 +115,53 @@ def test_token_response_headers_and_shape(tenant: TenantSetup) -> None:
     assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
 
 
-def test_every_token_has_its_own_jti(tenant: TenantSetup) -> None:
-    tokens = [access_token(tenant) for _ in range(5)]
-    jtis = {verify(tenant.server, t, tenant.crm)["jti"] for t in tokens}
+def test_every_token_has_its_own_jti(shared: TenantSetup) -> None:
+    tokens = [access_token(shared) for _ in range(5)]
+    jtis = {verify(shared.server, t, shared.crm)["jti"] for t in tokens}
     assert len(jtis) == 5
 
 
-def test_pyjwt_refuses_the_token_for_another_audience(tenant: TenantSetup) -> None:
-    token = access_token(tenant)
+def test_pyjwt_refuses_the_token_for_another_audience(shared: TenantSetup) -> None:
+    token = access_token(shared)
     with pytest.raises(jwt.InvalidAudienceError):
-        verify(tenant.server, token, "https://mail.example")
+        verify(shared.server, token, "https://mail.example")
 
 
-def test_tampered_token_fails_pyjwt_verification(tenant: TenantSetup) -> None:
-    token = access_token(tenant)
+def test_tampered_token_fails_pyjwt_verification(shared: TenantSetup) -> None:
+    token = access_token(shared)
     head, _, signature = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
     claims["scope"] = "deals:admin"
     forged_payload = b64url(json.dumps(claims).encode())
     with pytest.raises(jwt.InvalidSignatureError):
-        verify(tenant.server, f"{head}.{forged_payload}.{signature}", tenant.crm)
+        verify(shared.server, f"{head}.{forged_payload}.{signature}", shared.crm)
 
 
-def test_scope_parameter_narrows_and_implied_scopes_are_grantable(tenant: TenantSetup) -> None:
-    admin = tenant.new_agent("crm-admin-bot", "deals:admin")
-    server = tenant.server
+def test_scope_parameter_narrows_and_implied_scopes_are_grantable(shared: TenantSetup) -> None:
+    admin = shared.new_agent("crm-admin-bot", "deals:admin")
+    server = shared.server
     # deals:admin ⊃ deals:write ⊃ deals:read: a lower scope may be requested alone
     for scope in ("deals:read", "deals:write", "deals:read deals:write", "deals:admin"):
-        response = token_request(server, admin, tenant.crm, scope=scope)
+        response = token_request(server, admin, shared.crm, scope=scope)
         assert response.status_code == 200, (scope, response.text)
         assert response.json()["scope"] == scope
-        assert verify(server, response.json()["access_token"], tenant.crm)["scope"] == scope
+        assert verify(server, response.json()["access_token"], shared.crm)["scope"] == scope
 
 
 def test_without_resource_the_audience_is_the_resource_owning_the_scopes(
-    tenant: TenantSetup,
+    shared: TenantSetup,
 ) -> None:
-    response = token_request(tenant.server, tenant.agent)
+    response = token_request(shared.server, shared.agent)
     assert response.status_code == 200, response.text
-    assert verify(tenant.server, response.json()["access_token"], tenant.crm)["aud"] == tenant.crm
+    assert verify(shared.server, response.json()["access_token"], shared.crm)["aud"] == shared.crm
 
 
-def test_resource_created_after_first_token_is_usable_at_once(tenant: TenantSetup) -> None:
-    server = tenant.server
-    access_token(tenant)  # the server now knows this tenant's resources
-    mail = f"https://mail-{tenant.name}.example"
-    server.cli("resources", "create", mail, "--tenant", tenant.name, "--scope", "mail:read")
-    agent = tenant.new_agent("mail-bot", "mail:read")
+def test_resource_created_after_first_token_is_usable_at_once(shared: TenantSetup) -> None:
+    server = shared.server
+    access_token(shared)  # the server now knows this tenant's resources
+    mail = f"https://mail-{shared.name}.example"
+    server.cli("resources", "create", mail, "--tenant", shared.name, "--scope", "mail:read")
+    agent = shared.new_agent("mail-bot", "mail:read")
     response = token_request(server, agent, mail)
     assert response.status_code == 200, response.text
     assert verify(server, response.json()["access_token"], mail)["scope"] == "mail:read"
@@ -183,7 +191,7 @@ def test_tenant_lifetime_cannot_exceed_sixty_minutes(tenant: TenantSetup) -> Non
 
 
 def test_metadata_issuer_and_endpoints(server: Any) -> None:
-    response = httpx.get(server.base_url + "/.well-known/oauth-authorization-server")
+    response = http.get(server.base_url + "/.well-known/oauth-authorization-server")
     assert response.status_code == 200
     meta = response.json()
     assert meta["issuer"] == server.issuer == server.env["VALETKEY_ISSUER"]
@@ -200,7 +208,7 @@ def test_metadata_issuer_and_endpoints(server: Any) -> None:
 
 
 def test_jwks_holds_public_keys_only(server: Any) -> None:
-    response = httpx.get(server.base_url + "/jwks")
+    response = http.get(server.base_url + "/jwks")
     assert response.status_code == 200
     keys = response.json()["keys"]
     assert keys

@@ -60,9 +60,12 @@ def create(
 ) -> None:
     """Create an agent with its own credentials."""
 
-    jwks = parse_public_keys(public_key.read_text()) if public_key else None
+    raw_key = public_key.read_bytes() if public_key else None
 
     async def go() -> None:
+        jwks = (
+            parse_public_keys(raw_key.decode("utf-8", "replace")) if raw_key is not None else None
+        )
         async with identity() as (_, svc):
             agent, secret = await svc.create_agent(
                 tenant,

@@ -119,6 +119,12 @@ class Client:
     def active(self) -> bool:
         return self.status == "active"
 
+    @property
+    def token_generation(self) -> str:
+        """Changes whenever the agent is suspended or decommissioned; tokens carry it in
+        their `jti`, so every token from before the change stays dead, even after a resume."""
+        return format(int(self.revoked_before * 1_000_000), "x")
+
     def live_secrets(self, now: float) -> list[SecretRecord]:
         return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
 

@@ -54,6 +54,11 @@ class AssertionReplayGuard(Protocol):
         ...
 
 
+def plausible_client_id(client_id: str) -> bool:
+    """Ids with control characters or absurd lengths are unknown clients, not queries."""
+    return 0 < len(client_id) <= 2048 and client_id.isprintable()
+
+
 def extract_credentials(
     authorization: str | None, params: dict[str, str]
 ) -> PresentedCredentials | None:

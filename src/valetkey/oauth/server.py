@@ -28,7 +28,12 @@ from valetkey.oauth.errors import (
 )
 from valetkey.oauth.grants import AccessTokenSpec, Grant
 from valetkey.oauth.keys import KeyManager
-from valetkey.oauth.tokens import TokenInvalid, mint_access_token, verify_access_token
+from valetkey.oauth.tokens import (
+    TokenInvalid,
+    jti_generation,
+    mint_access_token,
+    verify_access_token,
+)
 
 REPEATABLE = frozenset({"resource"})  # RFC 8707 §2 lets `resource` repeat
 
@@ -119,6 +124,7 @@ class OAuthServer:
             tenant=ctx.tenant.id,
             now=now,
             lifetime=spec.lifetime,
+            generation=ctx.client.token_generation,
             extra=spec.extra_claims,
         )
         await self._audit.record(
@@ -192,7 +198,8 @@ class OAuthServer:
         creds = client_auth.extract_credentials(meta.authorization, params)
         if creds is None:
             raise InvalidClient("client authentication is required")
-        ctx = await self._store.load_client_context(creds.client_id) if creds.client_id else None
+        plausible = client_auth.plausible_client_id(creds.client_id)
+        ctx = await self._store.load_client_context(creds.client_id) if plausible else None
         return creds, ctx
 
     async def _verify_client(
@@ -211,7 +218,10 @@ class OAuthServer:
         else:
             client_auth.verify_secret(ctx.client, creds, now)
         if not ctx.client.active:
-            raise InvalidClient(f"client is {ctx.client.status}")
+            raise InvalidClient(
+                f"client is {ctx.client.status}",
+                basic_challenge=creds.method == "client_secret_basic",
+            )
         return ctx
 
     # introspection (RFC 7662) --------------------------------------------------------------
@@ -242,8 +252,8 @@ class OAuthServer:
         holder = await self._store.load_client_context(claims["client_id"])
         if holder is None or not holder.client.active or holder.tenant.id != claims["tenant"]:
             return None
-        if float(claims.get("iat", 0)) < holder.client.revoked_before:
-            return None
+        if jti_generation(claims["jti"]) != holder.client.token_generation:
+            return None  # issued before a suspension or decommissioning
         if await self._store.is_revoked(claims["jti"]):
             return None
         return claims

@@ -25,8 +25,13 @@ class IssuedToken:
         return str(self.claims["jti"])
 
 
-def new_jti() -> str:
-    return secrets.token_urlsafe(18)
+def new_jti(generation: str = "0") -> str:
+    """`<client token generation>.<128 random bits>`: unique, and tied to the generation."""
+    return f"{generation}.{secrets.token_urlsafe(16)}"
+
+
+def jti_generation(jti: str) -> str:
+    return jti.split(".", 1)[0]
 
 
 def mint_access_token(
@@ -42,6 +47,7 @@ def mint_access_token(
     tenant: str,
     now: int,
     lifetime: int,
+    generation: str = "0",
     extra: dict[str, Any] | None = None,
 ) -> IssuedToken:
     claims: dict[str, Any] = {
@@ -53,7 +59,7 @@ def mint_access_token(
         "tenant": tenant,
         "iat": now,
         "exp": now + lifetime,
-        "jti": new_jti(),
+        "jti": new_jti(generation),
     }
     if extra:
         claims.update(extra)

@@ -3,7 +3,7 @@
 from valetkey.identity.scopes import parse_scope_param
 from valetkey.oauth import audience
 from valetkey.oauth.context import TokenRequest
-from valetkey.oauth.errors import UnauthorizedClient
+from valetkey.oauth.errors import InvalidScope, UnauthorizedClient
 from valetkey.oauth.grants import AccessTokenSpec
 
 
@@ -19,8 +19,7 @@ class ClientCredentialsGrant:
         client = request.context.client
         if not client.is_agent:
             raise UnauthorizedClient("only agents obtain tokens with client_credentials")
-        scope_param = request.params.get("scope")
-        requested = parse_scope_param(scope_param) if scope_param is not None else None
+        requested = parse_scope_param(request.params.get("scope", "")) or None
         chosen = audience.select(
             request.tenant_resources,
             request.resources_requested,
@@ -28,6 +27,8 @@ class ClientCredentialsGrant:
             client.scopes,
             self._issuer,
         )
+        if not chosen.scopes:
+            raise InvalidScope("this agent holds no scope: nothing to put in a token")
         lifetime = request.context.tenant.settings.access_token_lifetime(self._default_lifetime)
         return AccessTokenSpec(
             subject=client.id, audience=chosen.audience, scopes=chosen.scopes, lifetime=lifetime
