@@ -502,6 +502,43 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _wait_quiet(limit: float, say: Any) -> bool:
+    """Wait until other processes use less than 0.15 of a core; False if they never did."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = _system_busy_ticks()
+        time.sleep(1.0)
+        busy = (_system_busy_ticks() - before) / CLK_TCK
+        if busy < 0.15:
+            return True
+        if time.monotonic() >= deadline:
+            say(f"the machine stayed busy ({busy:.2f} cores used by others); measuring anyway")
+            return False
+        say(f"waiting for a quiet machine ({busy:.2f} cores busy)")
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty src" if dirty else "")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -584,6 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _token_once(bench.port, token_headers, token_body)
         acknowledged, in_flight_cut = 1, 0
         meter = CpuMeter(bench.server.pid if bench.server else 0)
+        quiet = _wait_quiet(args.wait_quiet, say) if args.wait_quiet else None
         load_avg = os.getloadavg()[0]
 
         def phase(
@@ -674,6 +712,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "load_avg_1m_at_start": round(load_avg, 2),
                 "python": sys.version.split()[0],
                 "profiled": bool(args.profile),
+                "machine_quiet_at_start": quiet,
+                "valetkey_commit": _git_commit(),
             },
             "token": asdict(token),
             "healthz": asdict(health),
@@ -761,6 +801,12 @@ def report(result: dict[str, Any]) -> str:
             f"{cpu['load_generator']}, postgres {cpu['postgres']}, other processes "
             f"{cpu['other']} (machine {cpu['machine']} of {cfg['cpus']})"
         )
+    disturbed = max(tok["cpu"]["other"], hz["cpu"]["other"])
+    if disturbed > 0.2:
+        lines.append(
+            f"WARNING: other processes used up to {disturbed} cores during the run: "
+            "the figures are disturbed; run again on a quiet machine (--wait-quiet 120)"
+        )
     if any(tok["error_detail"].values()):
         lines.append(f"token errors: {tok['error_detail']}")
     lines.append("")
@@ -792,6 +838,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--profile", metavar="DIR", help="py-spy profile of each worker")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for the machine to be idle (shared machines)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--output", metavar="FILE", help="also write the JSON result here")

@@ -46,7 +46,7 @@ def parse_params(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], tupl
         if name == "resource":
             resources.append(value)
         elif name in params:
-            raise InvalidRequest(f"parameter {name!r} is repeated")
+            raise InvalidRequest(f"parameter {name[:64]!r} is repeated")
         else:
             params[name] = value
     return params, tuple(resources)
@@ -100,7 +100,7 @@ class OAuthServer:
             raise InvalidRequest("grant_type is required")
         grant = self._grants.get(grant_type)
         if grant is None:
-            raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+            raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported")
         return grant
 
     async def _issue(
