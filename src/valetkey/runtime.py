@@ -14,6 +14,7 @@ from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.server import OAuthServer
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
+from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
@@ -78,10 +79,15 @@ class Runtime:
             secret_grace=self.settings.secret_grace,
         )
 
-    def oauth_server(self, audit: AuditSink) -> OAuthServer:
+    async def open_hot_path(self) -> HotPath:
+        return await open_hot_path(
+            self.settings.resolved_database_url, self.settings.sqlite_busy_timeout_ms
+        )
+
+    def oauth_server(self, audit: AuditSink, hot: HotPath | None = None) -> OAuthServer:
         issuer = self.settings.issuer
         return OAuthServer(
-            store=self.oauth_store,
+            store=self.oauth_store.with_hot_path(hot) if hot else self.oauth_store,
             keys=self.keys,
             audit=audit,
             clock=self.clock,

@@ -16,6 +16,7 @@ from valetkey.identity.models import Client, Resource, Tenant, User
 from valetkey.oauth.keys import KeyManager
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
+from valetkey.storage.hot_path import open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
@@ -169,3 +170,41 @@ async def test_audit_chain_stays_one_line_under_concurrent_nodes(db: Database) -
         assert len(found) == 10
     finally:
         await second.dispose()
+
+
+async def test_hot_path_reads_what_the_sql_store_reads(db: Database) -> None:
+    identity = SqlIdentityStore(db)
+    oauth = SqlOAuthStore(db)
+    tenant = await identity.create_tenant(_tenant())
+    agent = await identity.create_client(
+        replace(_agent(tenant), jwks={"keys": [{"kty": "OKP"}]}, needs_sponsor=True)
+    )
+    await KeyManager(
+        oauth, Envelope(LocalKey.from_text(generate_master_key_text())), SystemClock()
+    ).ensure()
+    hot = await open_hot_path(db.url, 1000)
+    try:
+        assert await hot.load_client_context(agent.id) == await oauth.load_client_context(agent.id)
+        assert await hot.load_client_context("agt_missing") is None
+    finally:
+        await hot.close()
+
+
+async def test_hot_path_and_sql_store_extend_one_chain(db: Database) -> None:
+    hot = await open_hot_path(db.url, 10000)
+    sql = SqlAuditStore(db)
+    try:
+
+        async def writer(i: int) -> None:
+            store = hot if i % 2 else sql
+            for j in range(10):
+                await store.append(
+                    [AuditEvent("token.issued", "ten_a", float(j), f"cor_{i}", data={"i": i})]
+                )
+
+        await asyncio.gather(*(writer(i) for i in range(6)))
+        result = await verify(sql, ["ten_a"])
+        assert result.ok, result.broken
+        assert result.events == 60
+    finally:
+        await hot.close()

@@ -45,7 +45,7 @@ class SqlAuditStore:
             values: list[dict[str, Any]] = []
             for event in events:
                 seq, prev = heads[event.tenant_id]
-                stored = _chain(event, seq + 1, prev)
+                stored = chain_event(event, seq + 1, prev)
                 heads[event.tenant_id] = (stored.seq, stored.hash)
                 values.append(_values(stored))
             await conn.execute(audit_events.insert(), values)
@@ -115,7 +115,8 @@ class SqlAuditStore:
         return int(value or 0)
 
 
-def _chain(event: AuditEvent, seq: int, prev_hash: str) -> StoredEvent:
+def chain_event(event: AuditEvent, seq: int, prev_hash: str) -> StoredEvent:
+    """Give an event its place after `prev_hash` in its tenant's chain."""
     unhashed = StoredEvent(
         id=new_id("evt"),
         tenant_id=event.tenant_id,

@@ -6,6 +6,7 @@ on every node without a cache to invalidate.
 """
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -49,11 +50,22 @@ _CONTEXT_QUERY = (
 )
 
 
+class ClientContextLoader(Protocol):
+    async def load_client_context(self, client_id: str) -> ClientContext | None: ...
+
+
 class SqlOAuthStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hot: ClientContextLoader | None = None) -> None:
         self._db = db
+        self._hot = hot
+
+    def with_hot_path(self, hot: ClientContextLoader) -> "SqlOAuthStore":
+        """The same store, loading client contexts through the raw-driver hot path."""
+        return SqlOAuthStore(self._db, hot)
 
     async def load_client_context(self, client_id: str) -> ClientContext | None:
+        if self._hot is not None:
+            return await self._hot.load_client_context(client_id)
         async with self._db.read() as conn:
             row = (await conn.execute(_CONTEXT_QUERY, {"client_id": client_id})).first()
         if row is None:

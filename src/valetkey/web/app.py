@@ -26,9 +26,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.open(settings)
         await runtime.keys.ensure()
-        writer = BatchingAuditWriter(runtime.audit_store, settings.audit_batch_max)
+        hot = await runtime.open_hot_path()
+        writer = BatchingAuditWriter(hot, settings.audit_batch_max)
         writer.start()
-        app.state.oauth = runtime.oauth_server(writer)
+        app.state.oauth = runtime.oauth_server(writer, hot)
         app.state.runtime = runtime
         purger = asyncio.create_task(_purge_expired(runtime))
         try:
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
             await writer.close()
+            await hot.close()
             await runtime.close()
 
     app = FastAPI(
