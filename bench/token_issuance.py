@@ -41,6 +41,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -73,8 +74,10 @@ class Phase:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     in_flight_cut: int = 0  # requests possibly sent but never answered (wrk stops abruptly)
+    connections_per_worker: list[int] = field(default_factory=list)  # sampled 1 s in
     cpu: dict[str, float] = field(default_factory=dict)  # cores used, by whom
     server_cpu_ms_per_req: float = 0.0
+    postgres_cpu_ms_per_req: float = 0.0
     error_detail: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,7 +87,9 @@ def _proc_ticks(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
+        # utime + stime, plus cutime + cstime: the CPU of reaped children (short-lived
+        # PostgreSQL backends of connections that were opened and closed during the phase)
+        return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     except (OSError, IndexError, ValueError):
         return 0
 
@@ -323,10 +328,13 @@ def run_python(
     async def drive() -> float:
         start = time.perf_counter()
         deadline = start + duration
-        tasks = [
-            asyncio.create_task(_py_worker(port, request, deadline, latencies, counts))
-            for _ in range(concurrency)
-        ]
+        tasks = []
+        for _ in range(concurrency):
+            tasks.append(
+                asyncio.create_task(_py_worker(port, request, deadline, latencies, counts))
+            )
+            # Open the connections one by one: a burst lets one uvicorn worker accept most.
+            await asyncio.sleep(0.002)
         await asyncio.wait_for(asyncio.gather(*tasks), duration + 30)
         return time.perf_counter() - start
 
@@ -502,6 +510,28 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _connections_per_worker(port: int, pids: list[int]) -> list[int]:
+    """Established connections to `port` held by each worker (how evenly they were spread)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            for line in list(handle)[1:]:
+                cols = line.split()
+                if cols[3] == "01" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(cols[9])
+    counts = []
+    for pid in pids:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        held += 1
+        counts.append(held)
+    return counts
+
+
 def _wait_quiet(limit: float, say: Any) -> bool:
     """Wait until other processes use less than 0.15 of a core; False if they never did."""
     deadline = time.monotonic() + limit
@@ -635,6 +665,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ) -> Phase:
             say(f"{name}: {method} {path}, concurrency {args.concurrency}, {seconds:g} s")
             spies = _start_profilers(bench, args, seconds) if profile else []
+            spread: list[int] = []
+            sampler = threading.Timer(
+                min(1.0, seconds / 2),
+                lambda: spread.extend(_connections_per_worker(bench.port, bench.worker_pids())),
+            )
+            sampler.start()
             before, children_before = meter.snapshot(), os.times()
             if wrk:
                 result = run_wrk(
@@ -664,9 +700,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 * CLK_TCK
             )
             result.cpu = CpuMeter.delta(before, after, child_ticks if wrk else 0)
+            sampler.join()
+            result.connections_per_worker = spread
             if result.requests:
                 server_s = result.cpu["server"] * (after["t"] - before["t"]) / 1e9
                 result.server_cpu_ms_per_req = round(server_s * 1000 / result.requests, 3)
+                pg_s = result.cpu["postgres"] * (after["t"] - before["t"]) / 1e9
+                result.postgres_cpu_ms_per_req = round(pg_s * 1000 / result.requests, 3)
             for spy in spies:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     spy.wait(30)
@@ -745,33 +785,61 @@ def _start_profilers(
     out.mkdir(parents=True, exist_ok=True)
     procs = []
     for pid in bench.worker_pids():
-        # Collapsed stacks ("raw"): render with flamegraph.pl, speedscope or inferno.
+        # Collapsed stacks ("raw"): render with flamegraph.pl, speedscope or inferno. `--gil`
+        # samples the thread that holds the GIL: where the Python CPU time of the worker goes
+        # (C code that runs without the GIL, e.g. sqlite3 steps or fsync, is not in it).
+        command = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds) - 1))]
+        command += ["--rate", "250", "--gil", "--nonblocking", "--format", "raw"]
+        command += ["--output", str(out / f"worker-{pid}.txt")]
         procs.append(
-            subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(pid),
-                    "--duration",
-                    str(max(1, int(seconds) - 1)),
-                    "--rate",
-                    "200",
-                    "--nonblocking",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out / f"worker-{pid}.txt"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )
     return procs
 
 
+# Layers of the token path, matched on each sample's innermost frames first.
+_LAYERS = [
+    ("ES256 signing (joserfc + cryptography)", ("joserfc/", "cryptography/")),
+    ("SQLite driver (aiosqlite thread hand-offs, sqlite3)", ("aiosqlite/", "sqlite3/")),
+    ("PostgreSQL driver (asyncpg)", ("asyncpg/",)),
+    ("SQLAlchemy (engine, pool, greenlet, compile, results)", ("sqlalchemy/", "greenlet")),
+    ("audit chain and writer (valetkey.audit, audit_store)", ("valetkey/audit/", "audit_store")),
+    ("form parsing (urllib.parse, read_form)", ("urllib/", "read_form")),
+    ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools")),
+    ("FastAPI + Starlette (routing, middleware, responses)", ("fastapi/", "starlette/")),
+    ("ValetKey token logic (oauth, identity, web, storage rows)", ("valetkey/",)),
+    ("event loop, asyncio, stdlib", ("asyncio/", "uvloop", "concurrent/", "threading")),
+]
+
+
+def summarize_profile(directory: str) -> list[tuple[str, float]]:
+    """Share of the samples per layer, over every worker's collapsed-stack file."""
+    counts: dict[str, int] = {}
+    total = 0
+    for path in sorted(Path(directory).glob("worker-*.txt")):
+        for line in path.read_text().splitlines():
+            stack, _, number = line.rpartition(" ")
+            if not stack or not number.isdigit():
+                continue
+            frames = stack.split(";")
+            layer = "other (stdlib, interpreter)"
+            for frame in reversed(frames):
+                match = next((n for n, keys in _LAYERS if any(k in frame for k in keys)), None)
+                if match:
+                    layer = match
+                    break
+            counts[layer] = counts.get(layer, 0) + int(number)
+            total += int(number)
+    return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda x: -x[1])
+
+
 def report(result: dict[str, Any]) -> str:
     cfg, tok, hz, audit = result["config"], result["token"], result["healthz"], result["audit"]
+    tail = []
+    if "profile" in result:
+        tail.append("")
+        tail.append(f"py-spy --gil profile of the token phase ({result['profile']['dir']}):")
+        tail += [f"{pct:6.1f}%  {layer}" for layer, pct in result["profile"]["layers_pct"].items()]
     lines = [
         f"ValetKey token issuance: {cfg['database']}, {cfg['workers']} worker(s), "
         f"concurrency {cfg['concurrency']}, {cfg['duration_s']:g} s per endpoint, "
@@ -787,6 +855,8 @@ def report(result: dict[str, Any]) -> str:
             f"{p['p99_ms']:>9.2f}{p['errors']:>8}{p['server_cpu_ms_per_req']:>19.3f}"
         )
     lines.append("")
+    if cfg["database"] == "postgresql":
+        lines.append(f"PostgreSQL CPU per token: {tok['postgres_cpu_ms_per_req']:.3f} ms")
     lines.append(f"ratio tokens/healthz: {result['ratio']}")
     if result["target_tokens_per_s"]:
         verdict = "beats" if result["beats_target"] else "does NOT beat"
@@ -801,6 +871,17 @@ def report(result: dict[str, Any]) -> str:
             f"{cpu['load_generator']}, postgres {cpu['postgres']}, other processes "
             f"{cpu['other']} (machine {cpu['machine']} of {cfg['cpus']})"
         )
+    if cfg["workers"] > 1:
+        lines.append(
+            f"connections per worker: token {tok['connections_per_worker']}, "
+            f"healthz {hz['connections_per_worker']}"
+        )
+        spread = tok["connections_per_worker"]
+        if spread and min(spread) * 2 * len(spread) < cfg["concurrency"]:
+            lines.append(
+                "WARNING: the kernel gave the workers uneven shares of the connections "
+                "(they share one listening socket); the token figures understate the workers"
+            )
     disturbed = max(tok["cpu"]["other"], hz["cpu"]["other"])
     if disturbed > 0.2:
         lines.append(
@@ -822,7 +903,7 @@ def report(result: dict[str, Any]) -> str:
         + f"; chain verified: {audit['chain_ok']} ({audit['chain_events']} events) -> "
         + ("DURABLE" if audit["durable"] else "FAILED")
     )
-    return "\n".join(lines)
+    return "\n".join(lines + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -857,6 +938,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    if args.profile:
+        result["profile"] = {
+            "dir": args.profile,
+            "layers_pct": {k: round(v, 1) for k, v in summarize_profile(args.profile)},
+        }
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0 if result["audit"]["durable"] and result["token"]["errors"] == 0 else 1
 

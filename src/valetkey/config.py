@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         10000, ge=0, description="How long SQLite waits for another writer before failing."
     )
     log_level: str = Field("info", description="Server log level.")
+    otel: bool = Field(
+        False,
+        description=(
+            "FastAPI's native OpenTelemetry tracing, metrics and logs (off by default: it "
+            "costs a measurable share of each request; see docs/performance.md)."
+        ),
+    )
 
     @field_validator("issuer")
     @classmethod
