@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         10000, ge=0, description="How long SQLite waits for another writer before failing."
     )
     log_level: str = Field("info", description="Server log level.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Worker processes of this node; `valetkey serve --workers N` sets it. With more "
+            "than one, SQLite audit commits run on each worker's event loop."
+        ),
+    )
     otel: bool = Field(
         False,
         description=(

@@ -81,7 +81,9 @@ class Runtime:
 
     async def open_hot_path(self) -> HotPath:
         return await open_hot_path(
-            self.settings.resolved_database_url, self.settings.sqlite_busy_timeout_ms
+            self.settings.resolved_database_url,
+            self.settings.sqlite_busy_timeout_ms,
+            inline_commits=self.settings.workers > 1,
         )
 
     def oauth_server(self, audit: AuditSink, hot: HotPath | None = None) -> OAuthServer:

@@ -16,7 +16,7 @@ from valetkey.identity.models import Client, Resource, Tenant, User
 from valetkey.oauth.keys import KeyManager
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
-from valetkey.storage.hot_path import open_hot_path
+from valetkey.storage.hot_path import SqliteHotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
@@ -208,3 +208,28 @@ async def test_hot_path_and_sql_store_extend_one_chain(db: Database) -> None:
         assert result.events == 60
     finally:
         await hot.close()
+
+
+async def test_inline_sqlite_commits_from_several_processes_keep_one_chain(
+    tmp_path: Path,
+) -> None:
+    url = new_database_url("sqlite", tmp_path)
+    database = Database(url)
+    await upgrade(database)
+    # Two hot paths with their own connections and lock descriptors stand for two workers.
+    paths = [SqliteHotPath(url.split("///", 1)[1], 10000, inline_commits=True) for _ in "ab"]
+    try:
+
+        async def writer(i: int) -> None:
+            for j in range(15):
+                event = AuditEvent("token.issued", "ten_a", float(j), f"cor_{i}", jti=f"{i}.{j}")
+                await paths[i % 2].append([event])
+
+        await asyncio.gather(*(writer(i) for i in range(6)))
+        result = await verify(SqlAuditStore(database), ["ten_a"])
+        assert result.ok, result.broken
+        assert result.events == 90
+    finally:
+        for path in paths:
+            await path.close()
+        await database.dispose()

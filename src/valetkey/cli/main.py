@@ -1,5 +1,7 @@
 """The `valetkey` command. Each resource group is its own module; they share `common`."""
 
+import os
+
 import typer
 
 from valetkey import __version__
@@ -59,6 +61,7 @@ def serve(
     """Run the server (migrations are applied first)."""
     import uvicorn
 
+    os.environ["VALETKEY_WORKERS"] = str(workers)  # the workers read their settings anew
     cfg = settings()
 
     async def prepare() -> None:

@@ -1,10 +1,16 @@
 """JWT access tokens (RFC 9068): minting, and verification against our own published keys."""
 
+import base64
+import functools
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -13,6 +19,7 @@ from valetkey.oauth.keys import JoseKey
 
 ACCESS_TOKEN_TYP = "at+jwt"
 VERIFY_ALGORITHMS = ["ES256", "EdDSA"]
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +70,35 @@ def mint_access_token(
     }
     if extra:
         claims.update(extra)
-    header = {"alg": alg, "typ": ACCESS_TOKEN_TYP, "kid": kid}
-    return IssuedToken(jwt.encode(header, claims, key, algorithms=[alg]), claims)
+    return IssuedToken(sign_compact(key, kid, alg, claims), claims)
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=16)
+def _encoded_header(kid: str, alg: str) -> bytes:
+    return _b64(orjson.dumps({"typ": ACCESS_TOKEN_TYP, "alg": alg, "kid": kid}))
+
+
+def sign_compact(key: JoseKey, kid: str, alg: str, claims: dict[str, Any]) -> str:
+    """JWS compact serialization (RFC 7515 §7.1) signed with `cryptography` directly.
+
+    Hand-written because it is the hottest call of token issuance: joserfc's `jwt.encode`
+    took 66 µs a token here against 32 µs for these lines (header encoded once per key).
+    Verification everywhere still goes through joserfc (and the tests verify with PyJWT).
+    """
+    signing_input = _encoded_header(kid, alg) + b"." + _b64(orjson.dumps(claims))
+    private = key.private_key
+    if alg == "ES256" and isinstance(private, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private.sign(signing_input, _ECDSA_SHA256))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4: R || S
+    elif alg == "EdDSA" and isinstance(private, ed25519.Ed25519PrivateKey):
+        signature = private.sign(signing_input)
+    else:
+        raise ValueError(f"cannot sign {alg} with this key")
+    return (signing_input + b"." + _b64(signature)).decode()
 
 
 class TokenInvalid(Exception):

@@ -17,7 +17,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 
 class Database:
-    def __init__(self, url: str, *, busy_timeout_ms: int = 10000, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10000, pool_size: int = 16) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:

@@ -115,8 +115,16 @@ def _chain_all(
 
 
 class SqliteHotPath:
-    def __init__(self, path: str, busy_timeout_ms: int = 10000) -> None:
+    """`inline_commits`: commit on the event loop instead of the writer thread. With several
+    worker processes that measured 2,700 → 3,700 tokens/s (no GIL contention with the
+    thread; while one process fsyncs, the other serves). With one process it stalls the
+    only event loop during each fsync, so it is off there."""
+
+    def __init__(
+        self, path: str, busy_timeout_ms: int = 10000, *, inline_commits: bool = False
+    ) -> None:
         self._path = path
+        self._inline = inline_commits
         self._busy_timeout_ms = busy_timeout_ms
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=1")
@@ -138,44 +146,61 @@ class SqliteHotPath:
         return _context(row) if row is not None else None
 
     async def append(self, events: Sequence[AuditEvent]) -> None:
-        if events:
+        if not events:
+            return
+        if not self._inline:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._append_sync, list(events))
+            return
+        while True:  # wait for the other processes' commits without blocking the loop
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.0002)
+        try:
+            self._commit(list(events))
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _append_sync(self, events: list[AuditEvent]) -> None:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._commit(events)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _commit(self, events: list[AuditEvent]) -> None:
+        """One transaction; the caller holds the cross-process file lock."""
         if self._writer is None:
             self._writer = self._connect()
         conn = self._writer
         tenants = sorted({e.tenant_id for e in events})
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) "
-                    "ON CONFLICT (tenant_id) DO NOTHING",
-                    [(t, GENESIS) for t in tenants],
+            conn.executemany(
+                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) "
+                "ON CONFLICT (tenant_id) DO NOTHING",
+                [(t, GENESIS) for t in tenants],
+            )
+            marks = ", ".join("?" * len(tenants))
+            heads = {
+                r[0]: (r[1], r[2])
+                for r in conn.execute(
+                    f"SELECT tenant_id, seq, hash FROM audit_heads "  # noqa: S608
+                    f"WHERE tenant_id IN ({marks})",
+                    tenants,
                 )
-                marks = ", ".join("?" * len(tenants))
-                heads = {
-                    r[0]: (r[1], r[2])
-                    for r in conn.execute(
-                        f"SELECT tenant_id, seq, hash FROM audit_heads "  # noqa: S608
-                        f"WHERE tenant_id IN ({marks})",
-                        tenants,
-                    )
-                }
-                conn.executemany(self._insert_sql, _chain_all(events, heads))
-                conn.executemany(
-                    "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?",
-                    [(heads[t][0], heads[t][1], t) for t in tenants],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            }
+            conn.executemany(self._insert_sql, _chain_all(events, heads))
+            conn.executemany(
+                "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?",
+                [(heads[t][0], heads[t][1], t) for t in tenants],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_writer)
@@ -197,7 +222,7 @@ class PostgresHotPath:
         self._insert_sql = f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ({placeholders})"  # noqa: S608 (constant text, no input)
 
     @classmethod
-    async def open(cls, url: str, max_size: int = 10) -> "PostgresHotPath":
+    async def open(cls, url: str, max_size: int = 16) -> "PostgresHotPath":
         dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
         return cls(pool)
@@ -234,7 +259,7 @@ class PostgresHotPath:
             await self._pool.close()
 
 
-async def open_hot_path(url: str, busy_timeout_ms: int) -> HotPath:
+async def open_hot_path(url: str, busy_timeout_ms: int, *, inline_commits: bool = False) -> HotPath:
     if url.startswith("sqlite"):
-        return SqliteHotPath(url.split("///", 1)[1], busy_timeout_ms)
+        return SqliteHotPath(url.split("///", 1)[1], busy_timeout_ms, inline_commits=inline_commits)
     return await PostgresHotPath.open(url)
