@@ -83,7 +83,7 @@ def _context(row: Sequence[Any]) -> ClientContext:
     return ClientContext(client, tenant, row[20])
 
 
-def _row(event: StoredEvent) -> tuple[Any, ...]:
+def _row(event: StoredEvent, encode_data: bool = True) -> tuple[Any, ...]:
     return (
         event.tenant_id,
         event.seq,
@@ -96,21 +96,21 @@ def _row(event: StoredEvent) -> tuple[Any, ...]:
         event.agent_id,
         event.user_id,
         event.jti,
-        orjson.dumps(event.data).decode(),
+        orjson.dumps(event.data).decode() if encode_data else event.data,
         event.prev_hash,
         event.hash,
     )
 
 
 def _chain_all(
-    events: Sequence[AuditEvent], heads: dict[str, tuple[int, str]]
+    events: Sequence[AuditEvent], heads: dict[str, tuple[int, str]], encode_data: bool = True
 ) -> list[tuple[Any, ...]]:
     rows = []
     for event in events:
         seq, prev = heads[event.tenant_id]
         stored = chain_event(event, seq + 1, prev)
         heads[event.tenant_id] = (stored.seq, stored.hash)
-        rows.append(_row(stored))
+        rows.append(_row(stored, encode_data))
     return rows
 
 
@@ -132,8 +132,13 @@ class SqliteHotPath:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="valetkey-audit")
         self._lock_fd = os.open(path + ".audit-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._context_sql = _CONTEXT_SQL.format(param="?")
-        placeholders = ", ".join("?" * 14)
-        self._insert_sql = f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ({placeholders})"  # noqa: S608 (constant text, no input)
+        # The whole batch in one statement: one row per element of a JSON array.
+        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(14))
+        self._insert_sql = (
+            f"INSERT INTO audit_events ({_EVENT_COLUMNS}) "  # noqa: S608 (constant text)
+            f"SELECT {picks} FROM json_each(?)"
+        )
+        self._known_heads: set[str] = set()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -178,11 +183,13 @@ class SqliteHotPath:
         tenants = sorted({e.tenant_id for e in events})
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) "
-                "ON CONFLICT (tenant_id) DO NOTHING",
-                [(t, GENESIS) for t in tenants],
-            )
+            new = [t for t in tenants if t not in self._known_heads]
+            if new:  # head rows are never deleted: create each at most once per process
+                conn.executemany(
+                    "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) "
+                    "ON CONFLICT (tenant_id) DO NOTHING",
+                    [(t, GENESIS) for t in new],
+                )
             marks = ", ".join("?" * len(tenants))
             heads = {
                 r[0]: (r[1], r[2])
@@ -192,7 +199,8 @@ class SqliteHotPath:
                     tenants,
                 )
             }
-            conn.executemany(self._insert_sql, _chain_all(events, heads))
+            rows = _chain_all(events, heads, encode_data=False)
+            conn.execute(self._insert_sql, (orjson.dumps(rows),))
             conn.executemany(
                 "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?",
                 [(heads[t][0], heads[t][1], t) for t in tenants],
@@ -201,6 +209,7 @@ class SqliteHotPath:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._known_heads.update(tenants)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_writer)
@@ -218,8 +227,18 @@ class PostgresHotPath:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._context_sql = _CONTEXT_SQL.format(param="$1")
-        placeholders = ", ".join(f"${i}" for i in range(1, 15))
-        self._insert_sql = f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ({placeholders})"  # noqa: S608 (constant text, no input)
+        self._known_heads: set[str] = set()
+        # Insert the batch and move the heads in one round trip (arrays, one per column).
+        types = ("text", "int8", "text", "text", "int8", "text", "text", "text", "text",
+                 "text", "text", "json", "text", "text")  # fmt: skip
+        arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+        self._append_sql = (
+            f"WITH ins AS (INSERT INTO audit_events ({_EVENT_COLUMNS}) "  # noqa: S608 (constant)
+            f"SELECT * FROM unnest({arrays})) "
+            "UPDATE audit_heads SET seq = h.seq, hash = h.hash "
+            "FROM unnest($15::text[], $16::int8[], $17::text[]) AS h(tenant_id, seq, hash) "
+            "WHERE audit_heads.tenant_id = h.tenant_id"
+        )
 
     @classmethod
     async def open(cls, url: str, max_size: int = 16) -> "PostgresHotPath":
@@ -237,22 +256,28 @@ class PostgresHotPath:
             return
         tenants = sorted({e.tenant_id for e in events})  # fixed lock order: no deadlocks
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) "
-                "ON CONFLICT (tenant_id) DO NOTHING",
-                [(t, GENESIS) for t in tenants],
-            )
+            new = [t for t in tenants if t not in self._known_heads]
+            if new:  # head rows are never deleted: create each at most once per process
+                await conn.executemany(
+                    "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) "
+                    "ON CONFLICT (tenant_id) DO NOTHING",
+                    [(t, GENESIS) for t in new],
+                )
             rows = await conn.fetch(
                 "SELECT tenant_id, seq, hash FROM audit_heads WHERE tenant_id = ANY($1::text[]) "
                 "ORDER BY tenant_id FOR UPDATE",
                 tenants,
             )
             heads = {r[0]: (r[1], r[2]) for r in rows}
-            await conn.executemany(self._insert_sql, _chain_all(events, heads))
-            await conn.executemany(
-                "UPDATE audit_heads SET seq = $1, hash = $2 WHERE tenant_id = $3",
-                [(heads[t][0], heads[t][1], t) for t in tenants],
+            columns = [list(column) for column in zip(*_chain_all(events, heads), strict=True)]
+            await conn.execute(
+                self._append_sql,
+                *columns,
+                tenants,
+                [heads[t][0] for t in tenants],
+                [heads[t][1] for t in tenants],
             )
+        self._known_heads.update(tenants)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
