@@ -1,5 +1,7 @@
 """OAuth endpoints over HTTP: form parsing and response headers; the logic is `OAuthServer`'s."""
 
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -81,28 +83,29 @@ def _server(request: Request) -> OAuthServer:
     return server
 
 
-async def token(request: Request) -> Response:
+async def _answer(
+    request: Request,
+    endpoint: Callable[[list[tuple[str, str]], RequestMeta], Awaitable[dict[str, Any] | None]],
+) -> Response:
     try:
-        body = await _server(request).token(await read_form(request), _meta(request))
+        body = await endpoint(await read_form(request), _meta(request))
     except OAuthError as exc:
         return oauth_error_response(exc)
+    if body is None:
+        return Response(b"", 200, NO_STORE)
     return json_response(body, 200, NO_STORE)
+
+
+async def token(request: Request) -> Response:
+    return await _answer(request, _server(request).token)
 
 
 async def introspect(request: Request) -> Response:
-    try:
-        body = await _server(request).introspect(await read_form(request), _meta(request))
-    except OAuthError as exc:
-        return oauth_error_response(exc)
-    return json_response(body, 200, NO_STORE)
+    return await _answer(request, _server(request).introspect)
 
 
 async def revoke(request: Request) -> Response:
-    try:
-        await _server(request).revoke(await read_form(request), _meta(request))
-    except OAuthError as exc:
-        return oauth_error_response(exc)
-    return Response(b"", 200, NO_STORE)
+    return await _answer(request, _server(request).revoke)
 
 
 def routes() -> list[Route]:
