@@ -54,8 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
     )
     errors.install(app)
-    app.add_middleware(CorrelationMiddleware)
-    app.router.routes.extend(oauth_routes.routes())
+    app.add_middleware(oauth_routes.OAuthEndpoints)
+    app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
