@@ -8,12 +8,14 @@ from pathlib import Path
 from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock, SystemClock
 from valetkey.config import Settings
+from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
 from valetkey.oauth.grants.client_credentials import ClientCredentialsGrant
 from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.server import OAuthServer
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
+from valetkey.storage.delegation_store import SqlDelegationStore
 from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
@@ -67,6 +69,15 @@ class Runtime:
             oauth_store=oauth_store,
             audit_store=SqlAuditStore(db),
             keys=keys,
+        )
+
+    def delegations(self, audit: AuditSink, correlation_id: str) -> DelegationService:
+        return DelegationService(
+            self.identity(audit, correlation_id),
+            SqlDelegationStore(self.db),
+            audit,
+            self.clock,
+            correlation_id,
         )
 
     def identity(self, audit: AuditSink, correlation_id: str) -> IdentityService:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from valetkey.audit.writer import DirectAudit
 from valetkey.config import Settings
 from valetkey.errors import ValetKeyError
+from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
 from valetkey.oauth.errors import OAuthError
@@ -76,6 +77,12 @@ async def identity(
     """The runtime and an identity service whose events share one correlation id."""
     async with runtime() as rt:
         yield rt, rt.identity(DirectAudit(rt.audit_store), correlation_id or new_id("cor"))
+
+
+@asynccontextmanager
+async def delegation_service() -> AsyncIterator[DelegationService]:
+    async with runtime() as rt:
+        yield rt.delegations(DirectAudit(rt.audit_store), new_id("cor"))
 
 
 def print_json(data: Any) -> None:

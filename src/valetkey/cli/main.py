@@ -5,7 +5,19 @@ import os
 import typer
 
 from valetkey import __version__
-from valetkey.cli import agents, audit, clients, demo, keys, resources, tenants, users
+from valetkey.cli import (
+    agents,
+    audit,
+    clients,
+    delegations,
+    demo,
+    issuers,
+    keys,
+    resources,
+    roles,
+    tenants,
+    users,
+)
 from valetkey.cli.common import console, print_json, run, runtime, settings
 from valetkey.storage.migrate import head_revision
 
@@ -23,6 +35,9 @@ app.add_typer(users.app, name="users")
 app.add_typer(resources.app, name="resources")
 app.add_typer(agents.app, name="agents")
 app.add_typer(clients.app, name="clients")
+app.add_typer(issuers.app, name="issuers")
+app.add_typer(roles.app, name="roles")
+app.add_typer(delegations.app, name="delegations")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")

@@ -4,7 +4,7 @@ from typing import Any
 
 from valetkey.audit.events import StoredEvent
 from valetkey.clock import iso
-from valetkey.identity.models import Client, Resource, Tenant, User
+from valetkey.identity.models import Client, Delegation, Resource, Tenant, TrustedIssuer, User
 
 
 def tenant(t: Tenant, *, full: bool = False) -> dict[str, Any]:
@@ -86,3 +86,30 @@ def service_client(c: Client, secret: str | None = None) -> dict[str, Any]:
 
 def event(e: StoredEvent) -> dict[str, Any]:
     return e.to_json()
+
+
+def issuer(i: TrustedIssuer) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "tenant": i.tenant_id,
+        "issuer": i.issuer,
+        "jwks_uri": i.jwks_uri,
+        "audience": i.audience,
+        "claim": i.claim,
+    }
+
+
+def delegation(d: Delegation, email: str | None = None) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "tenant": d.tenant_id,
+        "user": email,
+        "user_id": d.user_id,
+        "agent": d.agent_id,
+        "scopes": list(d.scopes),
+        "resources": list(d.resources),
+        "status": d.status,
+        "created_at": iso(d.created_at),
+        "expires_at": iso(d.expires_at) if d.expires_at else None,
+        "revoked_at": iso(d.revoked_at) if d.revoked_at else None,
+    }

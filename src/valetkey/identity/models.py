@@ -133,3 +133,35 @@ def valid_resource_uri(uri: str) -> bool:
     """RFC 8707 §2: an absolute URI without a fragment."""
     parts = urlsplit(uri)
     return bool(parts.scheme) and bool(parts.netloc or parts.path) and "#" not in uri
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    """A company IdP whose signed assertions identify this tenant's users."""
+
+    id: str
+    tenant_id: str
+    issuer: str
+    jwks_uri: str
+    audience: str | None
+    claim: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """A user's grant to one agent: what it may do for them, and until when."""
+
+    id: str
+    tenant_id: str
+    user_id: str
+    agent_id: str
+    scopes: tuple[str, ...]
+    resources: tuple[str, ...]
+    status: Literal["active", "revoked"]
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def live(self, now: float) -> bool:
+        return self.status == "active" and (self.expires_at is None or self.expires_at > now)

@@ -130,3 +130,40 @@ audit_heads = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+issuers = sa.Table(
+    "issuers",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("issuer", sa.String(2048), nullable=False),
+    sa.Column("jwks_uri", sa.String(2048), nullable=False),
+    sa.Column("audience", sa.String(2048), nullable=True),
+    sa.Column("claim", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("tenant_id", "issuer", name="uq_issuers_tenant_issuer"),
+)
+
+role_scopes = sa.Table(
+    "role_scopes",
+    metadata,
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("role", sa.String(32), primary_key=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+)
+
+delegations = sa.Table(
+    "delegations",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("agent_id", Id, sa.ForeignKey("clients.id"), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("resources", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=True),
+    sa.Column("revoked_at", Time, nullable=True),
+    sa.Index("ix_delegations_user_agent", "tenant_id", "user_id", "agent_id"),
+)

@@ -1,0 +1,131 @@
+"""Trusted issuers, role → scope mappings and delegations in SQL."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from valetkey.errors import Conflict, NotFound
+from valetkey.identity.models import Delegation, TrustedIssuer
+from valetkey.storage.database import Database
+from valetkey.storage.tables import delegations, issuers, role_scopes
+
+
+def _issuer(row: Any) -> TrustedIssuer:
+    return TrustedIssuer(
+        row.id, row.tenant_id, row.issuer, row.jwks_uri, row.audience, row.claim, row.created_at
+    )
+
+
+def _delegation(row: Any) -> Delegation:
+    return Delegation(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        agent_id=row.agent_id,
+        scopes=tuple(row.scopes),
+        resources=tuple(row.resources),
+        status=row.status,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class SqlDelegationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add_issuer(self, issuer: TrustedIssuer) -> TrustedIssuer:
+        try:
+            async with self._db.write() as conn:
+                await conn.execute(
+                    issuers.insert().values(
+                        id=issuer.id,
+                        tenant_id=issuer.tenant_id,
+                        issuer=issuer.issuer,
+                        jwks_uri=issuer.jwks_uri,
+                        audience=issuer.audience,
+                        claim=issuer.claim,
+                        created_at=issuer.created_at,
+                    )
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"issuer {issuer.issuer!r} is already trusted by this tenant") from exc
+        return issuer
+
+    async def list_issuers(self, tenant_id: str) -> list[TrustedIssuer]:
+        async with self._db.read() as conn:
+            result = await conn.execute(
+                sa.select(issuers)
+                .where(issuers.c.tenant_id == tenant_id)
+                .order_by(issuers.c.issuer)
+            )
+            return [_issuer(r) for r in result]
+
+    async def set_role_scopes(self, tenant_id: str, role: str, scopes: list[str]) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                role_scopes.delete().where(
+                    role_scopes.c.tenant_id == tenant_id, role_scopes.c.role == role
+                )
+            )
+            await conn.execute(
+                role_scopes.insert().values(tenant_id=tenant_id, role=role, scopes=scopes)
+            )
+
+    async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]:
+        async with self._db.read() as conn:
+            result = await conn.execute(
+                sa.select(role_scopes).where(role_scopes.c.tenant_id == tenant_id)
+            )
+            return {r.role: list(r.scopes) for r in result}
+
+    async def create_delegation(self, delegation: Delegation) -> Delegation:
+        async with self._db.write() as conn:
+            await conn.execute(
+                delegations.insert().values(
+                    id=delegation.id,
+                    tenant_id=delegation.tenant_id,
+                    user_id=delegation.user_id,
+                    agent_id=delegation.agent_id,
+                    scopes=list(delegation.scopes),
+                    resources=list(delegation.resources),
+                    status=delegation.status,
+                    created_at=delegation.created_at,
+                    expires_at=delegation.expires_at,
+                    revoked_at=delegation.revoked_at,
+                )
+            )
+        return delegation
+
+    async def get_delegation(self, delegation_id: str) -> Delegation:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(sa.select(delegations).where(delegations.c.id == delegation_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no delegation {delegation_id!r}")
+        return _delegation(row)
+
+    async def list_delegations(
+        self, tenant_id: str, user_id: str | None = None, agent_id: str | None = None
+    ) -> list[Delegation]:
+        query = sa.select(delegations).where(delegations.c.tenant_id == tenant_id)
+        if user_id is not None:
+            query = query.where(delegations.c.user_id == user_id)
+        if agent_id is not None:
+            query = query.where(delegations.c.agent_id == agent_id)
+        async with self._db.read() as conn:
+            result = await conn.execute(query.order_by(delegations.c.created_at))
+            return [_delegation(r) for r in result]
+
+    async def revoke_delegation(self, delegation_id: str, now: float) -> bool:
+        """Mark revoked; False when it already was."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                delegations.update()
+                .where(delegations.c.id == delegation_id, delegations.c.status == "active")
+                .values(status="revoked", revoked_at=now)
+            )
+        return bool(result.rowcount)

@@ -1,0 +1,208 @@
+"""Trusted issuers, role rights and delegations through the real CLI, on both backends."""
+
+import pytest
+
+from tests.conftest import TenantSetup
+from tests.support.server import CliFailed
+
+
+def _fails(tenant: TenantSetup, *args: str) -> str:
+    result = tenant.server.cli_raw(*args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    return str(result.output)
+
+
+def test_trusted_issuer(tenant: TenantSetup) -> None:
+    added = tenant.server.cli(
+        "issuers",
+        "add",
+        "https://idp.acme.example",
+        "--tenant",
+        tenant.name,
+        "--jwks-uri",
+        "https://idp.acme.example/jwks",
+        "--audience",
+        "valetkey",
+    )
+    assert added["issuer"] == "https://idp.acme.example"
+    assert added["claim"] == "email"
+    assert added["audience"] == "valetkey"
+    listed = tenant.server.cli("issuers", "list", "--tenant", tenant.name)
+    assert [i["id"] for i in listed] == [added["id"]]
+    assert "already trusted" in _fails(
+        tenant,
+        "issuers",
+        "add",
+        "https://idp.acme.example",
+        "--tenant",
+        tenant.name,
+        "--jwks-uri",
+        "https://idp.acme.example/jwks",
+    )
+    _fails(
+        tenant,
+        "issuers",
+        "add",
+        "https://x.example",
+        "--tenant",
+        tenant.name,
+        "--jwks-uri",
+        "file:///etc/passwd",
+    )
+
+
+def test_roles_default_and_custom(tenant: TenantSetup) -> None:
+    roles = tenant.server.cli("roles", "list", "--tenant", tenant.name)
+    assert roles["admin"] == ["deals:read", "deals:write", "deals:admin"]
+    assert roles["member"] == ["deals:read"]
+    assert roles["approver"] == ["deals:read"]
+    updated = tenant.server.cli(
+        "roles", "set", "member", "--tenant", tenant.name, "--scope", "deals:write"
+    )
+    assert updated == {"role": "member", "scopes": ["deals:write"]}
+    assert tenant.server.cli("roles", "list", "--tenant", tenant.name)["member"] == ["deals:write"]
+    _fails(tenant, "roles", "set", "member", "--tenant", tenant.name, "--scope", "nope:read")
+    _fails(tenant, "roles", "set", "owner", "--tenant", tenant.name, "--scope", "deals:read")
+
+
+def test_delegation_never_exceeds_the_users_rights(tenant: TenantSetup) -> None:
+    server, name, agent = tenant.server, tenant.name, tenant.agent["id"]
+    server.cli("users", "create", "mia@acme.example", "--tenant", name)  # a member
+    made = server.cli(
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "sam@acme.example",
+        "--agent",
+        agent,
+        "--scope",
+        "deals:read",
+        "--resource",
+        tenant.crm,
+        "--expires",
+        "30d",
+    )
+    assert made["user"] == "sam@acme.example"
+    assert made["agent"] == agent
+    assert made["scopes"] == ["deals:read"]
+    assert made["resources"] == [tenant.crm]
+    assert made["status"] == "active"
+    assert made["expires_at"] is not None
+    # Admin Sam holds deals:admin, so deals:write (implied) may be delegated too.
+    server.cli(
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "sam@acme.example",
+        "--agent",
+        "invoice-bot",
+        "--scope",
+        "deals:write",
+    )
+    assert "does not hold" in _fails(
+        tenant,
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "mia@acme.example",
+        "--agent",
+        agent,
+        "--scope",
+        "deals:write",
+    )
+    member = server.cli(
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "mia@acme.example",
+        "--agent",
+        agent,
+        "--scope",
+        "deals:read",
+    )
+    _fails(
+        tenant,
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "mia@acme.example",
+        "--agent",
+        agent,
+        "--scope",
+        "deals:read",
+        "--resource",
+        "https://other.example",
+    )
+    mine = server.cli("delegations", "list", "--tenant", name, "--user", "mia@acme.example")
+    assert [d["id"] for d in mine] == [member["id"]]
+    assert len(server.cli("delegations", "list", "--tenant", name, "--agent", agent)) == 3
+
+    revoked = server.cli("delegations", "revoke", member["id"], "--tenant", name)
+    assert revoked["status"] == "revoked"
+    assert revoked["revoked_at"] is not None
+    again = server.cli("delegations", "revoke", member["id"])
+    assert again["status"] == "revoked"
+    events = server.cli("audit", "search", "--tenant", name, "--type", "delegation.revoked")
+    assert len(events) == 1
+    assert events[0]["data"]["delegation_id"] == member["id"]
+
+
+def test_deactivated_users_cannot_delegate_and_tenants_stay_apart(
+    tenant: TenantSetup,
+) -> None:
+    server, name = tenant.server, tenant.name
+    server.cli("users", "create", "lea@acme.example", "--tenant", name, "--role", "admin")
+    made = server.cli(
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "lea@acme.example",
+        "--agent",
+        tenant.agent["id"],
+        "--scope",
+        "deals:read",
+    )
+    server.cli("users", "deactivate", "lea@acme.example", "--tenant", name)
+    _fails(
+        tenant,
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "lea@acme.example",
+        "--agent",
+        tenant.agent["id"],
+        "--scope",
+        "deals:read",
+    )
+    other = server.cli("tenants", "create", name + "-b")
+    with pytest.raises(CliFailed):
+        server.cli("delegations", "revoke", made["id"], "--tenant", other["name"])
+    with pytest.raises(CliFailed):
+        server.cli(
+            "delegations",
+            "create",
+            "--tenant",
+            other["name"],
+            "--user",
+            "sam@acme.example",
+            "--agent",
+            tenant.agent["id"],
+            "--scope",
+            "deals:read",
+        )
