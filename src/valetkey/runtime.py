@@ -11,7 +11,9 @@ from valetkey.config import Settings
 from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
 from valetkey.oauth.grants.client_credentials import ClientCredentialsGrant
+from valetkey.oauth.grants.token_exchange import TokenExchangeGrant
 from valetkey.oauth.keys import KeyManager
+from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
@@ -105,7 +107,10 @@ class Runtime:
             audit=audit,
             clock=self.clock,
             issuer=issuer,
-            grants=[ClientCredentialsGrant(issuer, self.settings.access_token_ttl)],
+            grants=[
+                ClientCredentialsGrant(issuer, self.settings.access_token_ttl),
+                TokenExchangeGrant(issuer, SqlDelegationStore(self.db), RemoteKeySets(self.clock)),
+            ],
         )
 
     async def close(self) -> None:

@@ -150,6 +150,7 @@ class OAuthServer:
             "token_type": "Bearer",
             "expires_in": spec.lifetime,
             "scope": " ".join(spec.scopes),
+            **spec.response_extra,
         }
 
     def _refusal(

@@ -6,9 +6,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from valetkey.errors import Conflict, NotFound
-from valetkey.identity.models import Delegation, TrustedIssuer
+from valetkey.identity.models import Delegation, TrustedIssuer, User
+from valetkey.storage import rows
 from valetkey.storage.database import Database
-from valetkey.storage.tables import delegations, issuers, role_scopes
+from valetkey.storage.tables import delegations, issuers, role_scopes, users
 
 
 def _issuer(row: Any) -> TrustedIssuer:
@@ -62,6 +63,32 @@ class SqlDelegationStore:
                 .order_by(issuers.c.issuer)
             )
             return [_issuer(r) for r in result]
+
+    async def trusted_issuer(self, tenant_id: str, issuer: str) -> TrustedIssuer | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(issuers).where(
+                        issuers.c.tenant_id == tenant_id, issuers.c.issuer == issuer
+                    )
+                )
+            ).first()
+        return _issuer(row) if row is not None else None
+
+    async def user_by_email(self, tenant_id: str, email: str) -> User | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(users).where(users.c.tenant_id == tenant_id, users.c.email == email)
+                )
+            ).first()
+        return rows.user(row) if row is not None else None
+
+    async def live_delegations(
+        self, tenant_id: str, user_id: str, agent_id: str, now: float
+    ) -> list[Delegation]:
+        found = await self.list_delegations(tenant_id, user_id, agent_id)
+        return [d for d in found if d.live(now)]
 
     async def set_role_scopes(self, tenant_id: str, role: str, scopes: list[str]) -> None:
         async with self._db.write() as conn:

@@ -17,6 +17,7 @@ class AccessTokenSpec:
     extra_claims: dict[str, Any] = field(default_factory=dict)
     event_type: str = "token.issued"
     user_id: str | None = None
+    response_extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Grant(Protocol):
