@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.support.databases import BACKENDS, new_database_url
 from valetkey.audit.events import AuditEvent, AuditQuery
@@ -90,7 +91,12 @@ async def test_clients_and_resources(db: Database) -> None:
     agent = await store.create_client(_agent(tenant))
     with pytest.raises(Conflict):
         await store.create_client(replace(agent, id="agt_dup"))
-    await store.save_client(replace(agent, status="suspended", revoked_before=5.0))
+    stale = agent
+    await store.save_client(
+        replace(agent, status="suspended", revoked_before=5.0, updated_at=2.0), agent.updated_at
+    )
+    with pytest.raises(Conflict):  # a stale copy never undoes the suspension
+        await store.save_client(replace(stale, status="active", updated_at=3.0), stale.updated_at)
     loaded = await store.get_client(agent.id)
     assert (loaded.status, loaded.revoked_before) == ("suspended", 5.0)
     with pytest.raises(NotFound):
@@ -233,3 +239,49 @@ async def test_inline_sqlite_commits_from_several_processes_keep_one_chain(
         for path in paths:
             await path.close()
         await database.dispose()
+
+
+async def test_inline_commit_waits_for_this_processs_own_sql_writer(tmp_path: Path) -> None:
+    """An aiosqlite transaction of this very process holds the write lock while the hot
+    path commits inline: the commit must yield to the loop, not block it until timeout."""
+    url = new_database_url("sqlite", tmp_path)
+    database = Database(url)
+    await upgrade(database)
+    path = SqliteHotPath(url.split("///", 1)[1], 10000, inline_commits=True)
+    try:
+        async with database.write() as conn:
+            await conn.execute(
+                sa.text("INSERT INTO audit_heads VALUES ('ten_x', 0, :h)"), {"h": "0" * 64}
+            )
+            pending = asyncio.create_task(
+                path.append([AuditEvent("token.issued", "ten_a", 1.0, "cor_1")])
+            )
+            await asyncio.sleep(0.05)
+            assert not pending.done()  # waiting, and the loop still runs this coroutine
+        await asyncio.wait_for(pending, 5)
+        assert (await verify(SqlAuditStore(database), ["ten_a"])).events == 1
+    finally:
+        await path.close()
+        await database.dispose()
+
+
+async def test_verify_is_consistent_under_appends_and_sees_a_missing_head(db: Database) -> None:
+    store = SqlAuditStore(db)
+
+    async def appender() -> None:
+        for i in range(40):
+            await store.append([AuditEvent("token.issued", "ten_v", float(i), "cor_v")])
+
+    task = asyncio.create_task(appender())
+    while not task.done():
+        result = await verify(store, ["ten_v"])
+        assert result.ok, result.broken  # never a false alarm while the chain grows
+        await asyncio.sleep(0)
+    await task
+    async with db.write() as conn:
+        await conn.execute(sa.text("DELETE FROM audit_heads WHERE tenant_id = 'ten_v'"))
+    assert "ten_v" in await store.chained_tenants()
+    result = await verify(store, ["ten_v"])
+    assert not result.ok
+    assert result.broken is not None
+    assert "head" in result.broken["reason"]

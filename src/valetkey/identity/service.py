@@ -297,7 +297,7 @@ class IdentityService:
             changes["revoked_before"] = now  # tokens issued until now die with the change
         if status == "decommissioned":
             changes.update(secrets=(), jwks=None)  # credentials are destroyed, not kept
-        updated = await self._store.save_client(replace(agent, **changes))
+        updated = await self._store.save_client(replace(agent, **changes), agent.updated_at)
         verb = {"active": "resumed", "suspended": "suspended", "decommissioned": "decommissioned"}
         await self._event(f"agent.{verb[status]}", agent.tenant_id, agent_id=agent.id)
         return updated
@@ -318,7 +318,7 @@ class IdentityService:
         secret = generate_secret()
         record = SecretRecord(new_id("sec"), digest_secret(secret), now)
         updated = await self._store.save_client(
-            replace(agent, secrets=(*kept, record), updated_at=now)
+            replace(agent, secrets=(*kept, record), updated_at=now), agent.updated_at
         )
         await self._event(
             "credential.rotated",
@@ -334,7 +334,10 @@ class IdentityService:
         if sponsor.status != "active":
             raise InvalidInput("the sponsor must be an active user of the tenant")
         updated = await self._store.save_client(
-            replace(agent, sponsor_id=sponsor.id, needs_sponsor=False, updated_at=self._clock.now())
+            replace(
+                agent, sponsor_id=sponsor.id, needs_sponsor=False, updated_at=self._clock.now()
+            ),
+            agent.updated_at,
         )
         await self._event(
             "agent.sponsor_changed", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id

@@ -95,6 +95,10 @@ class OAuthServer:
             await self._audit.record(self._refusal(exc, ctx, params, meta, now))
             raise
 
+    async def record_refusal(self, exc: OAuthError, meta: RequestMeta) -> None:
+        """Audit a token request refused before it reached `token()` (a malformed body)."""
+        await self._audit.record(self._refusal(exc, None, {}, meta, self._clock.now()))
+
     def _grant_for(self, grant_type: str | None) -> Grant:
         if not grant_type:
             raise InvalidRequest("grant_type is required")

@@ -74,10 +74,13 @@ class SqlAuditStore:
             return [_stored(r) for r in await conn.execute(stmt)]
 
     async def chained_tenants(self) -> list[str]:
+        """Every tenant with a chain: from the events as well as the heads, so deleting a
+        head row cannot hide a chain from verification."""
+        union = sa.union(
+            sa.select(audit_heads.c.tenant_id), sa.select(audit_events.c.tenant_id).distinct()
+        ).subquery()
         async with self._db.read() as conn:
-            result = await conn.execute(
-                sa.select(audit_heads.c.tenant_id).order_by(audit_heads.c.tenant_id)
-            )
+            result = await conn.execute(sa.select(union.c.tenant_id).order_by(union.c.tenant_id))
             return [r.tenant_id for r in result]
 
     async def head(self, tenant_id: str) -> ChainHead | None:
@@ -89,17 +92,17 @@ class SqlAuditStore:
             ).first()
         return ChainHead(row.tenant_id, row.seq, row.hash) if row else None
 
-    async def iterate(self, tenant_id: str) -> AsyncIterator[StoredEvent]:
-        """Every event of one tenant in chain order, read in pages."""
+    async def iterate(self, tenant_id: str, upto: int | None = None) -> AsyncIterator[StoredEvent]:
+        """Every event of one tenant in chain order (up to seq `upto`), read in pages."""
         after = 0
         while True:
+            query = sa.select(audit_events).where(
+                audit_events.c.tenant_id == tenant_id, audit_events.c.seq > after
+            )
+            if upto is not None:
+                query = query.where(audit_events.c.seq <= upto)
             async with self._db.read() as conn:
-                result = await conn.execute(
-                    sa.select(audit_events)
-                    .where(audit_events.c.tenant_id == tenant_id, audit_events.c.seq > after)
-                    .order_by(audit_events.c.seq)
-                    .limit(_PAGE)
-                )
+                result = await conn.execute(query.order_by(audit_events.c.seq).limit(_PAGE))
                 page = [_stored(r) for r in result]
             for event in page:
                 yield event

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -40,6 +41,10 @@ _EVENT_COLUMNS = (
     "tenant_id, seq, id, type, ts_us, correlation_id, outcome, reason, agent_id, user_id, "
     "jti, data, prev_hash, hash"
 )
+
+
+class _Busy(Exception):
+    """SQLite's write lock is held elsewhere; retry after yielding to the event loop."""
 
 
 class HotPath(Protocol):
@@ -140,9 +145,10 @@ class SqliteHotPath:
         )
         self._known_heads: set[str] = set()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        timeout = self._busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms
+        conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 
@@ -157,16 +163,26 @@ class SqliteHotPath:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._append_sync, list(events))
             return
-        while True:  # wait for the other processes' commits without blocking the loop
+        # Never block the event loop on a lock: another coroutine of this very process may
+        # hold SQLite's write lock (an aiosqlite transaction) and need the loop to finish.
+        batch = list(events)
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                await asyncio.sleep(0.0002)
-        try:
-            self._commit(list(events))
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                pass
+            else:
+                try:
+                    self._commit(batch)
+                    return
+                except _Busy:
+                    pass
+                finally:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked (audit commit timed out)")
+            await asyncio.sleep(0.0002)
 
     def _append_sync(self, events: list[AuditEvent]) -> None:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -177,11 +193,16 @@ class SqliteHotPath:
 
     def _commit(self, events: list[AuditEvent]) -> None:
         """One transaction; the caller holds the cross-process file lock."""
-        if self._writer is None:
-            self._writer = self._connect()
+        if self._writer is None:  # inline: fail fast on a busy lock, the caller retries
+            self._writer = self._connect(0 if self._inline else None)
         conn = self._writer
         tenants = sorted({e.tenant_id for e in events})
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if self._inline and "locked" in str(exc):
+                raise _Busy from exc  # the caller yields to the loop and tries again
+            raise
         try:
             new = [t for t in tenants if t not in self._known_heads]
             if new:  # head rows are never deleted: create each at most once per process

@@ -1,6 +1,5 @@
 """Identity records in SQL. Implements `valetkey.identity.ports.IdentityStore`."""
 
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -176,22 +175,19 @@ class SqlIdentityStore:
             result = await conn.execute(query.order_by(clients.c.created_at))
             return [rows.client(r) for r in result]
 
-    async def save_client(self, client: Client) -> Client:
+    async def save_client(self, client: Client, expected_updated_at: float) -> Client:
+        """Compare-and-set: only if nobody changed the client since it was read, so a stale
+        copy can never undo a suspension or erase a flag."""
         values = rows.client_values(client)
         async with self._db.write() as conn:
             result = await conn.execute(
-                clients.update().where(clients.c.id == client.id).values(**values)
+                clients.update()
+                .where(clients.c.id == client.id, clients.c.updated_at == expected_updated_at)
+                .values(**values)
             )
             if result.rowcount != 1:
-                raise NotFound(f"no client {client.id!r}")
+                raise Conflict(f"client {client.id!r} changed meanwhile; run the command again")
         return client
-
-    async def save_clients(self, updated: Sequence[Client]) -> None:
-        async with self._db.write() as conn:
-            for c in updated:
-                await conn.execute(
-                    clients.update().where(clients.c.id == c.id).values(**rows.client_values(c))
-                )
 
     # helpers -------------------------------------------------------------------------------
     async def _insert(self, table: sa.Table, values: dict[str, Any], conflict: str) -> None:

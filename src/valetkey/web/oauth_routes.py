@@ -119,10 +119,16 @@ class OAuthEndpoints:
         call: Callable[[list[tuple[str, str]], RequestMeta], Awaitable[dict[str, Any] | None]] = (
             getattr(server, endpoint)
         )
+        meta = RequestMeta(correlation_id(scope), authorization)
         try:
-            body = await _read_body(receive, length)
-            pairs = parse_form(content_type, scope.get("query_string", b""), body)
-            result = await call(pairs, RequestMeta(correlation_id(scope), authorization))
+            try:
+                body = await _read_body(receive, length)
+                pairs = parse_form(content_type, scope.get("query_string", b""), body)
+            except OAuthError as exc:
+                if endpoint == "token":  # a refused token request is audited, however early
+                    await server.record_refusal(exc, meta)
+                raise
+            result = await call(pairs, meta)
         except OAuthError as exc:
             return oauth_error_response(exc)
         except Exception:  # the one place an unexpected error becomes server_error
