@@ -73,19 +73,14 @@ class Runtime:
             keys=keys,
         )
 
-    def delegations(self, audit: AuditSink, correlation_id: str) -> DelegationService:
+    def delegations(self, correlation_id: str) -> DelegationService:
         return DelegationService(
-            self.identity(audit, correlation_id),
-            SqlDelegationStore(self.db),
-            audit,
-            self.clock,
-            correlation_id,
+            self.identity(correlation_id), SqlDelegationStore(self.db), self.clock, correlation_id
         )
 
-    def identity(self, audit: AuditSink, correlation_id: str) -> IdentityService:
+    def identity(self, correlation_id: str) -> IdentityService:
         return IdentityService(
             self.identity_store,
-            audit,
             self.clock,
             correlation_id=correlation_id,
             agent_domain=self.settings.agent_domain,

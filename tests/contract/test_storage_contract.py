@@ -56,8 +56,10 @@ async def test_tenants_users_and_conflicts(db: Database) -> None:
     tenant = await store.create_tenant(_tenant())
     assert (await store.find_tenant("acme")).id == tenant.id
     assert (await store.find_tenant(tenant.id)).name == "acme"
+    event = AuditEvent("tenant.created", "ten_other", 1.0, "cor_x")
     with pytest.raises(Conflict):
-        await store.create_tenant(replace(_tenant(), id="ten_other"))
+        await store.create_tenant(replace(_tenant(), id="ten_other"), [event])
+    assert await SqlAuditStore(db).count("ten_other") == 0  # the change failed: no event
     with pytest.raises(NotFound):
         await store.find_tenant("nobody")
     other = await store.create_tenant(_tenant("globex"))
@@ -79,8 +81,11 @@ async def test_deactivation_flags_sponsored_agents_atomically(db: Database) -> N
     )
     await store.create_client(_agent(tenant, "a", user.id))
     await store.create_client(replace(_agent(tenant, "b", user.id), status="decommissioned"))
-    deactivated, flagged = await store.deactivate_user(user, 2.0)
+    deactivated, flagged = await store.deactivate_user(
+        user, 2.0, lambda agents: [AuditEvent("agent.flagged", tenant.id, 2.0, "c") for _ in agents]
+    )
     assert deactivated.status == "deactivated"
+    assert (await verify(SqlAuditStore(db), [tenant.id])).events == 1  # committed with it
     assert [c.name for c in flagged] == ["a"]
     assert (await store.get_client(flagged[0].id)).needs_sponsor
 
@@ -139,8 +144,11 @@ async def test_key_rotation_publishes_before_signing(db: Database) -> None:
     assert await keys.ensure() == first  # idempotent
     published = {k["kid"] for k in (await keys.jwks())["keys"]}
     assert len(published) == 2
-    promoted, retired = await keys.rotate()
-    assert retired is not None and retired.kid == first.kid
+    promoted, retired = await keys.rotate(correlation_id="cor_rotate")
+    assert retired is not None
+    assert retired.kid == first.kid
+    rotated = await SqlAuditStore(db).search(AuditQuery(correlation_id="cor_rotate"))
+    assert [(e.type, e.data["kid"]) for e in rotated] == [("signing_key.rotated", promoted.kid)]
     assert promoted.kid in published  # the new signer was already public
     after = {k["kid"] for k in (await keys.jwks())["keys"]}
     assert {first.kid, promoted.kid} <= after and len(after) == 3

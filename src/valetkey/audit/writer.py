@@ -24,16 +24,6 @@ class AuditSink(Protocol):
     async def record(self, *events: AuditEvent) -> None: ...
 
 
-class DirectAudit:
-    """One transaction per call: for the CLI, where there is no concurrency to batch."""
-
-    def __init__(self, store: AuditAppender) -> None:
-        self._store = store
-
-    async def record(self, *events: AuditEvent) -> None:
-        await self._store.append(events)
-
-
 class BatchingAuditWriter:
     def __init__(self, store: AuditAppender, batch_max: int = 512) -> None:
         self._store = store

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from valetkey.audit.writer import DirectAudit
 from valetkey.config import Settings
 from valetkey.errors import ValetKeyError
 from valetkey.identity.delegations import DelegationService
@@ -76,13 +75,13 @@ async def identity(
 ) -> AsyncIterator[tuple[Runtime, IdentityService]]:
     """The runtime and an identity service whose events share one correlation id."""
     async with runtime() as rt:
-        yield rt, rt.identity(DirectAudit(rt.audit_store), correlation_id or new_id("cor"))
+        yield rt, rt.identity(correlation_id or new_id("cor"))
 
 
 @asynccontextmanager
 async def delegation_service() -> AsyncIterator[DelegationService]:
     async with runtime() as rt:
-        yield rt.delegations(DirectAudit(rt.audit_store), new_id("cor"))
+        yield rt.delegations(new_id("cor"))
 
 
 def print_json(data: Any) -> None:

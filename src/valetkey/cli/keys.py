@@ -4,6 +4,7 @@ import typer
 
 from valetkey.cli.common import JsonOpt, console, print_json, run, runtime, table
 from valetkey.clock import iso
+from valetkey.ids import new_id
 
 app = typer.Typer(help="Signing keys.", no_args_is_help=True)
 
@@ -17,7 +18,7 @@ def rotate(
 
     async def go() -> None:
         async with runtime() as rt:
-            new, old = await rt.keys.rotate(alg)
+            new, old = await rt.keys.rotate(alg, new_id("cor"))
         data = {"kid": new.kid, "alg": new.alg, "previous_kid": old.kid if old else None}
         if json:
             print_json(data)

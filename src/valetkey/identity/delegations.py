@@ -12,7 +12,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from valetkey.audit.events import AuditEvent
-from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock
 from valetkey.errors import Conflict, InvalidInput, NotFound
 from valetkey.identity.models import ROLES, Delegation, TrustedIssuer, User
@@ -21,18 +20,26 @@ from valetkey.identity.scopes import valid_scope
 from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
 
+Events = Sequence[AuditEvent]
+
 
 class DelegationStore(Protocol):
-    async def add_issuer(self, issuer: TrustedIssuer) -> TrustedIssuer: ...
+    async def add_issuer(self, issuer: TrustedIssuer, events: Events = ()) -> TrustedIssuer: ...
     async def list_issuers(self, tenant_id: str) -> list[TrustedIssuer]: ...
-    async def set_role_scopes(self, tenant_id: str, role: str, scopes: list[str]) -> None: ...
+    async def set_role_scopes(
+        self, tenant_id: str, role: str, scopes: list[str], events: Events = ()
+    ) -> None: ...
     async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]: ...
-    async def create_delegation(self, delegation: Delegation) -> Delegation: ...
+    async def create_delegation(
+        self, delegation: Delegation, events: Events = ()
+    ) -> Delegation: ...
     async def get_delegation(self, delegation_id: str) -> Delegation: ...
     async def list_delegations(
         self, tenant_id: str, user_id: str | None = None, agent_id: str | None = None
     ) -> list[Delegation]: ...
-    async def revoke_delegation(self, delegation_id: str, now: float) -> bool: ...
+    async def revoke_delegation(
+        self, delegation_id: str, now: float, events: Events = ()
+    ) -> bool: ...
 
 
 def _absolute_url(kind: str, value: str) -> str:
@@ -47,20 +54,17 @@ class DelegationService:
         self,
         identity: IdentityService,
         store: DelegationStore,
-        audit: AuditSink,
         clock: Clock,
         correlation_id: str,
     ) -> None:
         self._identity = identity
         self._store = store
-        self._audit = audit
         self._clock = clock
         self._cid = correlation_id
 
-    async def _event(self, type: str, tenant_id: str, **fields: Any) -> None:
-        await self._audit.record(
-            AuditEvent(type, tenant_id, self._clock.now(), self._cid, **fields)
-        )
+    def _ev(self, type: str, tenant_id: str, **fields: Any) -> AuditEvent:
+        """An event for the store to commit together with the change it describes."""
+        return AuditEvent(type, tenant_id, self._clock.now(), self._cid, **fields)
 
     # trusted issuers -----------------------------------------------------------------------
     async def add_issuer(
@@ -78,8 +82,8 @@ class DelegationService:
             claim,
             self._clock.now(),
         )
-        await self._store.add_issuer(record)
-        await self._event("issuer.added", tenant.id, data={"issuer": issuer, "jwks_uri": jwks_uri})
+        event = self._ev("issuer.added", tenant.id, data={"issuer": issuer, "jwks_uri": jwks_uri})
+        await self._store.add_issuer(record, [event])
         return record
 
     async def list_issuers(self, tenant_ref: str) -> list[TrustedIssuer]:
@@ -97,8 +101,8 @@ class DelegationService:
                 raise InvalidInput(
                     f"scope {scope!r} is not declared by any of the tenant's resources"
                 )
-        await self._store.set_role_scopes(tenant.id, role, chosen)
-        await self._event("role.updated", tenant.id, data={"role": role, "scopes": chosen})
+        event = self._ev("role.updated", tenant.id, data={"role": role, "scopes": chosen})
+        await self._store.set_role_scopes(tenant.id, role, chosen, [event])
         return chosen
 
     async def roles(self, tenant_ref: str) -> dict[str, tuple[str, ...]]:
@@ -154,8 +158,7 @@ class DelegationService:
             created_at=now,
             expires_at=now + expires_in if expires_in else None,
         )
-        await self._store.create_delegation(delegation)
-        await self._event(
+        event = self._ev(
             "delegation.created",
             tenant.id,
             agent_id=agent.id,
@@ -166,6 +169,7 @@ class DelegationService:
                 "resources": list(delegation.resources),
             },
         )
+        await self._store.create_delegation(delegation, [event])
         return delegation
 
     async def list_delegations(
@@ -186,13 +190,13 @@ class DelegationService:
         ):
             raise NotFound(f"no delegation {delegation_id!r} in this tenant")
         now = self._clock.now()
-        if await self._store.revoke_delegation(delegation.id, now):
-            await self._event(
-                "delegation.revoked",
-                delegation.tenant_id,
-                agent_id=delegation.agent_id,
-                user_id=delegation.user_id,
-                data={"delegation_id": delegation.id},
-            )
+        event = self._ev(
+            "delegation.revoked",
+            delegation.tenant_id,
+            agent_id=delegation.agent_id,
+            user_id=delegation.user_id,
+            data={"delegation_id": delegation.id},
+        )
+        if await self._store.revoke_delegation(delegation.id, now, [event]):
             return replace(delegation, status="revoked", revoked_at=now)
         return delegation

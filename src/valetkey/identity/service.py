@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 from valetkey.audit.events import AuditEvent
-from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock
 from valetkey.errors import Conflict, InvalidInput, NotFound
 from valetkey.identity.models import (
@@ -63,7 +62,6 @@ class IdentityService:
     def __init__(
         self,
         store: IdentityStore,
-        audit: AuditSink,
         clock: Clock,
         *,
         correlation_id: str,
@@ -71,28 +69,23 @@ class IdentityService:
         secret_grace: int = 86400,
     ) -> None:
         self._store = store
-        self._audit = audit
         self._clock = clock
         self._cid = correlation_id
         self._agent_domain = agent_domain
         self._secret_grace = secret_grace
 
-    async def _event(self, type: str, tenant_id: str, **fields: Any) -> None:
-        await self._audit.record(
-            AuditEvent(
-                type=type,
-                tenant_id=tenant_id,
-                ts=self._clock.now(),
-                correlation_id=self._cid,
-                **fields,
-            )
+    def _ev(self, type: str, tenant_id: str, **fields: Any) -> AuditEvent:
+        """An event for the store to commit together with the change it describes."""
+        return AuditEvent(
+            type=type, tenant_id=tenant_id, ts=self._clock.now(), correlation_id=self._cid, **fields
         )
 
     # tenants -------------------------------------------------------------------------------
     async def create_tenant(self, name: str) -> Tenant:
         tenant = Tenant(new_id("ten"), _slug("tenant", name), self._clock.now())
-        await self._store.create_tenant(tenant)
-        await self._event("tenant.created", tenant.id, data={"name": tenant.name})
+        await self._store.create_tenant(
+            tenant, [self._ev("tenant.created", tenant.id, data={"name": tenant.name})]
+        )
         return tenant
 
     async def tenant(self, ref: str) -> Tenant:
@@ -118,8 +111,9 @@ class IdentityService:
             if not 30 <= token_lifetime <= settings.max_token_lifetime:
                 raise InvalidInput("token lifetime must be between 30 s and the maximum")
             settings = replace(settings, token_lifetime=token_lifetime)
-        updated = await self._store.update_tenant_settings(tenant.id, settings)
-        await self._event("tenant.updated", tenant.id, data=settings.to_json())
+        updated = await self._store.update_tenant_settings(
+            tenant.id, settings, [self._ev("tenant.updated", tenant.id, data=settings.to_json())]
+        )
         return updated
 
     # users ---------------------------------------------------------------------------------
@@ -130,8 +124,10 @@ class IdentityService:
             if role not in ROLES:
                 raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         user = User(new_id("usr"), tenant.id, _email(email), roles, "active", self._clock.now())
-        await self._store.create_user(user)
-        await self._event("user.created", tenant.id, user_id=user.id, data={"roles": list(roles)})
+        await self._store.create_user(
+            user,
+            [self._ev("user.created", tenant.id, user_id=user.id, data={"roles": list(roles)})],
+        )
         return user
 
     async def user(self, tenant_ref: str, email: str) -> User:
@@ -146,17 +142,23 @@ class IdentityService:
         user = await self.user(tenant_ref, email)
         if user.status == "deactivated":
             return user, []
-        user, flagged = await self._store.deactivate_user(user, self._clock.now())
-        await self._event("user.deactivated", user.tenant_id, user_id=user.id)
-        for agent in flagged:
-            await self._event(
-                "agent.flagged",
-                agent.tenant_id,
-                agent_id=agent.id,
-                user_id=user.id,
-                reason="needs_sponsor: the sponsor was deactivated",
-            )
-        return user, flagged
+
+        def events(flagged: list[Client]) -> list[AuditEvent]:
+            return [
+                self._ev("user.deactivated", user.tenant_id, user_id=user.id),
+                *(
+                    self._ev(
+                        "agent.flagged",
+                        agent.tenant_id,
+                        agent_id=agent.id,
+                        user_id=user.id,
+                        reason="needs_sponsor: the sponsor was deactivated",
+                    )
+                    for agent in flagged
+                ),
+            ]
+
+        return await self._store.deactivate_user(user, self._clock.now(), events)
 
     # resources -----------------------------------------------------------------------------
     async def create_resource(
@@ -188,9 +190,9 @@ class IdentityService:
             {k: tuple(sorted(v)) for k, v in sorted(implies.items())},
             self._clock.now(),
         )
-        await self._store.create_resource(resource)
-        await self._event(
-            "resource.created", tenant.id, data={"uri": uri, "scopes": list(declared)}
+        await self._store.create_resource(
+            resource,
+            [self._ev("resource.created", tenant.id, data={"uri": uri, "scopes": list(declared)})],
         )
         return resource
 
@@ -231,21 +233,29 @@ class IdentityService:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_client(agent)
-        await self._event(
-            "agent.created",
-            tenant.id,
-            agent_id=agent.id,
-            user_id=sponsor.id,
-            data={"name": agent.name, "scopes": list(agent.scopes), "address": agent.address},
-        )
-        await self._event(
-            "credential.created",
-            tenant.id,
-            agent_id=agent.id,
-            data={"kind": "public_key", "kids": [k.get("kid") for k in jwks["keys"]]}
-            if jwks
-            else {"kind": "client_secret", "secret_id": agent.secrets[0].id},
+        await self._store.create_client(
+            agent,
+            [
+                self._ev(
+                    "agent.created",
+                    tenant.id,
+                    agent_id=agent.id,
+                    user_id=sponsor.id,
+                    data={
+                        "name": agent.name,
+                        "scopes": list(agent.scopes),
+                        "address": agent.address,
+                    },
+                ),
+                self._ev(
+                    "credential.created",
+                    tenant.id,
+                    agent_id=agent.id,
+                    data={"kind": "public_key", "kids": [k.get("kid") for k in jwks["keys"]]}
+                    if jwks
+                    else {"kind": "client_secret", "secret_id": agent.secrets[0].id},
+                ),
+            ],
         )
         return agent, secret
 
@@ -297,10 +307,12 @@ class IdentityService:
             changes["revoked_before"] = now  # tokens issued until now die with the change
         if status == "decommissioned":
             changes.update(secrets=(), jwks=None)  # credentials are destroyed, not kept
-        updated = await self._store.save_client(replace(agent, **changes), agent.updated_at)
         verb = {"active": "resumed", "suspended": "suspended", "decommissioned": "decommissioned"}
-        await self._event(f"agent.{verb[status]}", agent.tenant_id, agent_id=agent.id)
-        return updated
+        return await self._store.save_client(
+            replace(agent, **changes),
+            agent.updated_at,
+            [self._ev(f"agent.{verb[status]}", agent.tenant_id, agent_id=agent.id)],
+        )
 
     async def rotate_secret(
         self, ref: str, tenant_ref: str | None = None, grace: int | None = None
@@ -317,14 +329,14 @@ class IdentityService:
         )
         secret = generate_secret()
         record = SecretRecord(new_id("sec"), digest_secret(secret), now)
-        updated = await self._store.save_client(
-            replace(agent, secrets=(*kept, record), updated_at=now), agent.updated_at
-        )
-        await self._event(
+        event = self._ev(
             "credential.rotated",
             agent.tenant_id,
             agent_id=agent.id,
             data={"secret_id": record.id, "previous_expire_at": until if kept else None},
+        )
+        updated = await self._store.save_client(
+            replace(agent, secrets=(*kept, record), updated_at=now), agent.updated_at, [event]
         )
         return updated, secret
 
@@ -338,9 +350,11 @@ class IdentityService:
                 agent, sponsor_id=sponsor.id, needs_sponsor=False, updated_at=self._clock.now()
             ),
             agent.updated_at,
-        )
-        await self._event(
-            "agent.sponsor_changed", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id
+            [
+                self._ev(
+                    "agent.sponsor_changed", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id
+                )
+            ],
         )
         return updated
 
@@ -365,11 +379,15 @@ class IdentityService:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_client(client)
-        await self._event(
-            "client.created",
-            tenant.id,
-            data={"client_id": client.id, "rights": list(client.rights)},
+        await self._store.create_client(
+            client,
+            [
+                self._ev(
+                    "client.created",
+                    tenant.id,
+                    data={"client_id": client.id, "rights": list(client.rights)},
+                )
+            ],
         )
         return client, secret
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from joserfc.jwk import ECKey, OKPKey
 
+from valetkey.audit.events import SYSTEM_TENANT, AuditEvent
 from valetkey.clock import Clock
 from valetkey.errors import Conflict
 from valetkey.identity.models import MAX_TOKEN_LIFETIME
@@ -50,9 +51,11 @@ class KeyStore(Protocol):
         updates: Sequence[StoredKey],
         inserts: Sequence[StoredKey],
         purge_before: float,
+        events: Sequence[AuditEvent] = (),
     ) -> None:
-        """Apply one rotation atomically, only while `expected_active` is still the active kid
-        (else raise Conflict); drop retired keys whose `publish_until` is before `purge_before`."""
+        """Apply one rotation and its audit events atomically, only while `expected_active`
+        is still the active kid (else raise Conflict); drop retired keys whose
+        `publish_until` is before `purge_before`."""
         ...
 
 
@@ -109,7 +112,9 @@ class KeyManager:
             return next(k for k in keys if k.status == "active")
         return first
 
-    async def rotate(self, alg: str | None = None) -> tuple[StoredKey, StoredKey | None]:
+    async def rotate(
+        self, alg: str | None = None, correlation_id: str = "cor_keys"
+    ) -> tuple[StoredKey, StoredKey | None]:
         """Promote `next` to active, retire the active key, publish a new `next`."""
         alg = alg or self._alg
         if alg not in ALGORITHMS:
@@ -143,7 +148,14 @@ class KeyManager:
             )
         # The old active key must leave its slot before the promoted one takes it.
         updates.sort(key=lambda k: k.status != "retired")
-        await self._store.rotate(active.kid if active else None, updates, fresh, now)
+        event = AuditEvent(
+            "signing_key.rotated",
+            SYSTEM_TENANT,
+            now,
+            correlation_id,
+            data={"kid": promoted.kid, "alg": alg, "previous_kid": active.kid if active else None},
+        )
+        await self._store.rotate(active.kid if active else None, updates, fresh, now, [event])
         self._signers.clear()
         return promoted, active
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from valetkey.audit.chain import GENESIS, ChainHead, link_hash
 from valetkey.audit.events import AuditEvent, AuditQuery, StoredEvent
@@ -22,40 +23,45 @@ from valetkey.storage.tables import audit_events, audit_heads
 _PAGE = 2000
 
 
+async def append_in(conn: AsyncConnection, is_sqlite: bool, events: Sequence[AuditEvent]) -> None:
+    """Chain and insert events inside the caller's transaction: a change and its audit
+    events commit together or not at all."""
+    if not events:
+        return
+    tenants = sorted({e.tenant_id for e in events})  # fixed lock order: no deadlocks
+    insert_head = (sqlite if is_sqlite else postgresql).insert(audit_heads)
+    await conn.execute(
+        insert_head.on_conflict_do_nothing(index_elements=["tenant_id"]),
+        [{"tenant_id": t, "seq": 0, "hash": GENESIS} for t in tenants],
+    )
+    query = sa.select(audit_heads).where(audit_heads.c.tenant_id.in_(tenants))
+    if not is_sqlite:
+        query = query.order_by(audit_heads.c.tenant_id).with_for_update()
+    heads = {r.tenant_id: (r.seq, r.hash) for r in await conn.execute(query)}
+    values: list[dict[str, Any]] = []
+    for event in events:
+        seq, prev = heads[event.tenant_id]
+        stored = chain_event(event, seq + 1, prev)
+        heads[event.tenant_id] = (stored.seq, stored.hash)
+        values.append(_values(stored))
+    await conn.execute(audit_events.insert(), values)
+    for tenant_id in tenants:
+        seq, digest = heads[tenant_id]
+        await conn.execute(
+            audit_heads.update()
+            .where(audit_heads.c.tenant_id == tenant_id)
+            .values(seq=seq, hash=digest)
+        )
+
+
 class SqlAuditStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        dialect = sqlite if db.is_sqlite else postgresql
-        self._insert_head = dialect.insert(audit_heads).on_conflict_do_nothing(
-            index_elements=["tenant_id"]
-        )
 
     async def append(self, events: Sequence[AuditEvent]) -> None:
-        if not events:
-            return
-        tenants = sorted({e.tenant_id for e in events})  # fixed lock order: no deadlocks
-        async with self._db.write() as conn:
-            await conn.execute(
-                self._insert_head, [{"tenant_id": t, "seq": 0, "hash": GENESIS} for t in tenants]
-            )
-            query = sa.select(audit_heads).where(audit_heads.c.tenant_id.in_(tenants))
-            if not self._db.is_sqlite:
-                query = query.order_by(audit_heads.c.tenant_id).with_for_update()
-            heads = {r.tenant_id: (r.seq, r.hash) for r in await conn.execute(query)}
-            values: list[dict[str, Any]] = []
-            for event in events:
-                seq, prev = heads[event.tenant_id]
-                stored = chain_event(event, seq + 1, prev)
-                heads[event.tenant_id] = (stored.seq, stored.hash)
-                values.append(_values(stored))
-            await conn.execute(audit_events.insert(), values)
-            for tenant_id in tenants:
-                seq, digest = heads[tenant_id]
-                await conn.execute(
-                    audit_heads.update()
-                    .where(audit_heads.c.tenant_id == tenant_id)
-                    .values(seq=seq, hash=digest)
-                )
+        if events:
+            async with self._db.write() as conn:
+                await append_in(conn, self._db.is_sqlite, events)
 
     async def search(self, query: AuditQuery) -> list[StoredEvent]:
         stmt = sa.select(audit_events)

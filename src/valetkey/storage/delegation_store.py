@@ -1,15 +1,20 @@
 """Trusted issuers, role → scope mappings and delegations in SQL."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from valetkey.audit.events import AuditEvent
 from valetkey.errors import Conflict, NotFound
 from valetkey.identity.models import Delegation, TrustedIssuer, User
 from valetkey.storage import rows
+from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
 from valetkey.storage.tables import delegations, issuers, role_scopes, users
+
+Events = Sequence[AuditEvent]
 
 
 def _issuer(row: Any) -> TrustedIssuer:
@@ -37,7 +42,7 @@ class SqlDelegationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add_issuer(self, issuer: TrustedIssuer) -> TrustedIssuer:
+    async def add_issuer(self, issuer: TrustedIssuer, events: Events = ()) -> TrustedIssuer:
         try:
             async with self._db.write() as conn:
                 await conn.execute(
@@ -51,6 +56,7 @@ class SqlDelegationStore:
                         created_at=issuer.created_at,
                     )
                 )
+                await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(f"issuer {issuer.issuer!r} is already trusted by this tenant") from exc
         return issuer
@@ -90,7 +96,9 @@ class SqlDelegationStore:
         found = await self.list_delegations(tenant_id, user_id, agent_id)
         return [d for d in found if d.live(now)]
 
-    async def set_role_scopes(self, tenant_id: str, role: str, scopes: list[str]) -> None:
+    async def set_role_scopes(
+        self, tenant_id: str, role: str, scopes: list[str], events: Events = ()
+    ) -> None:
         async with self._db.write() as conn:
             await conn.execute(
                 role_scopes.delete().where(
@@ -100,6 +108,7 @@ class SqlDelegationStore:
             await conn.execute(
                 role_scopes.insert().values(tenant_id=tenant_id, role=role, scopes=scopes)
             )
+            await append_in(conn, self._db.is_sqlite, events)
 
     async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]:
         async with self._db.read() as conn:
@@ -108,7 +117,7 @@ class SqlDelegationStore:
             )
             return {r.role: list(r.scopes) for r in result}
 
-    async def create_delegation(self, delegation: Delegation) -> Delegation:
+    async def create_delegation(self, delegation: Delegation, events: Events = ()) -> Delegation:
         async with self._db.write() as conn:
             await conn.execute(
                 delegations.insert().values(
@@ -124,6 +133,7 @@ class SqlDelegationStore:
                     revoked_at=delegation.revoked_at,
                 )
             )
+            await append_in(conn, self._db.is_sqlite, events)
         return delegation
 
     async def get_delegation(self, delegation_id: str) -> Delegation:
@@ -147,12 +157,14 @@ class SqlDelegationStore:
             result = await conn.execute(query.order_by(delegations.c.created_at))
             return [_delegation(r) for r in result]
 
-    async def revoke_delegation(self, delegation_id: str, now: float) -> bool:
-        """Mark revoked; False when it already was."""
+    async def revoke_delegation(self, delegation_id: str, now: float, events: Events = ()) -> bool:
+        """Mark revoked (with its events); False, and no events, when it already was."""
         async with self._db.write() as conn:
             result = await conn.execute(
                 delegations.update()
                 .where(delegations.c.id == delegation_id, delegations.c.status == "active")
                 .values(status="revoked", revoked_at=now)
             )
+            if result.rowcount:
+                await append_in(conn, self._db.is_sqlite, events)
         return bool(result.rowcount)

@@ -1,16 +1,21 @@
 """Identity records in SQL. Implements `valetkey.identity.ports.IdentityStore`."""
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from valetkey.audit.events import AuditEvent
 from valetkey.errors import Conflict, NotFound
 from valetkey.identity.models import Client, Resource, Tenant, TenantSettings, User
 from valetkey.storage import rows
+from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
 from valetkey.storage.tables import clients, resources, tenants, users
+
+Events = Sequence[AuditEvent]
 
 
 class SqlIdentityStore:
@@ -18,7 +23,7 @@ class SqlIdentityStore:
         self._db = db
 
     # tenants -------------------------------------------------------------------------------
-    async def create_tenant(self, tenant: Tenant) -> Tenant:
+    async def create_tenant(self, tenant: Tenant, events: Events = ()) -> Tenant:
         values = {
             "id": tenant.id,
             "name": tenant.name,
@@ -26,7 +31,7 @@ class SqlIdentityStore:
             "version": tenant.version,
             "created_at": tenant.created_at,
         }
-        await self._insert(tenants, values, f"tenant {tenant.name!r} already exists")
+        await self._insert(tenants, values, f"tenant {tenant.name!r} already exists", events)
         return tenant
 
     async def find_tenant(self, ref: str) -> Tenant:
@@ -42,7 +47,9 @@ class SqlIdentityStore:
             result = await conn.execute(sa.select(tenants).order_by(tenants.c.created_at))
             return [rows.tenant(r) for r in result]
 
-    async def update_tenant_settings(self, tenant_id: str, settings: TenantSettings) -> Tenant:
+    async def update_tenant_settings(
+        self, tenant_id: str, settings: TenantSettings, events: Events = ()
+    ) -> Tenant:
         async with self._db.write() as conn:
             await conn.execute(
                 tenants.update()
@@ -50,10 +57,11 @@ class SqlIdentityStore:
                 .values(settings=settings.to_json(), version=tenants.c.version + 1)
             )
             row = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).one()
+            await append_in(conn, self._db.is_sqlite, events)
         return rows.tenant(row)
 
     # users ---------------------------------------------------------------------------------
-    async def create_user(self, user: User) -> User:
+    async def create_user(self, user: User, events: Events = ()) -> User:
         values = {
             "id": user.id,
             "tenant_id": user.tenant_id,
@@ -63,7 +71,9 @@ class SqlIdentityStore:
             "created_at": user.created_at,
             "updated_at": user.created_at,
         }
-        await self._insert(users, values, f"user {user.email!r} already exists in this tenant")
+        await self._insert(
+            users, values, f"user {user.email!r} already exists in this tenant", events
+        )
         return user
 
     async def find_user(self, tenant_id: str, email: str) -> User:
@@ -91,7 +101,9 @@ class SqlIdentityStore:
             )
             return [rows.user(r) for r in result]
 
-    async def deactivate_user(self, user: User, now: float) -> tuple[User, list[Client]]:
+    async def deactivate_user(
+        self, user: User, now: float, events_for: Callable[[list[Client]], Events]
+    ) -> tuple[User, list[Client]]:
         sponsored = clients.c.sponsor_id == user.id
         async with self._db.write() as conn:
             await conn.execute(
@@ -108,10 +120,11 @@ class SqlIdentityStore:
                 sa.select(clients).where(sponsored, clients.c.needs_sponsor == sa.true())
             )
             flagged = [rows.client(r) for r in result]
+            await append_in(conn, self._db.is_sqlite, events_for(flagged))
         return replace(user, status="deactivated"), flagged
 
     # resources -----------------------------------------------------------------------------
-    async def create_resource(self, resource: Resource) -> Resource:
+    async def create_resource(self, resource: Resource, events: Events = ()) -> Resource:
         values = {
             "id": resource.id,
             "tenant_id": resource.tenant_id,
@@ -124,6 +137,7 @@ class SqlIdentityStore:
             async with self._db.write() as conn:
                 await conn.execute(resources.insert().values(**values))
                 await self._bump_version(conn, resource.tenant_id)
+                await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(f"resource {resource.uri!r} already exists in this tenant") from exc
         return resource
@@ -138,10 +152,10 @@ class SqlIdentityStore:
             return [rows.resource(r) for r in result]
 
     # clients (agents and service clients) ---------------------------------------------------
-    async def create_client(self, client: Client) -> Client:
+    async def create_client(self, client: Client, events: Events = ()) -> Client:
         label = "agent" if client.is_agent else "client"
         await self._insert(
-            clients, rows.client_values(client), f"{label} {client.name!r} already exists"
+            clients, rows.client_values(client), f"{label} {client.name!r} already exists", events
         )
         return client
 
@@ -175,7 +189,9 @@ class SqlIdentityStore:
             result = await conn.execute(query.order_by(clients.c.created_at))
             return [rows.client(r) for r in result]
 
-    async def save_client(self, client: Client, expected_updated_at: float) -> Client:
+    async def save_client(
+        self, client: Client, expected_updated_at: float, events: Events = ()
+    ) -> Client:
         """Compare-and-set: only if nobody changed the client since it was read, so a stale
         copy can never undo a suspension or erase a flag."""
         values = rows.client_values(client)
@@ -187,13 +203,17 @@ class SqlIdentityStore:
             )
             if result.rowcount != 1:
                 raise Conflict(f"client {client.id!r} changed meanwhile; run the command again")
+            await append_in(conn, self._db.is_sqlite, events)
         return client
 
     # helpers -------------------------------------------------------------------------------
-    async def _insert(self, table: sa.Table, values: dict[str, Any], conflict: str) -> None:
+    async def _insert(
+        self, table: sa.Table, values: dict[str, Any], conflict: str, events: Events
+    ) -> None:
         try:
             async with self._db.write() as conn:
                 await conn.execute(table.insert().values(**values))
+                await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(conflict) from exc
 

@@ -12,11 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from valetkey.audit.events import AuditEvent
 from valetkey.errors import Conflict
 from valetkey.identity.models import Resource
 from valetkey.oauth.context import ClientContext
 from valetkey.oauth.keys import StoredKey
 from valetkey.storage import rows
+from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
 from valetkey.storage.tables import (
     clients,
@@ -159,6 +161,7 @@ class SqlOAuthStore:
         updates: Sequence[StoredKey],
         inserts: Sequence[StoredKey],
         purge_before: float,
+        events: Sequence[AuditEvent] = (),
     ) -> None:
         async with self._db.write() as conn:
             await self._lock_keys(conn)
@@ -181,6 +184,7 @@ class SqlOAuthStore:
                     signing_keys.c.publish_until < purge_before,
                 )
             )
+            await append_in(conn, self._db.is_sqlite, events)
 
     async def _lock_keys(self, conn: AsyncConnection) -> None:
         if not self._db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already holds the write lock
