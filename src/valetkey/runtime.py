@@ -106,6 +106,7 @@ class Runtime:
                 ClientCredentialsGrant(issuer, self.settings.access_token_ttl),
                 TokenExchangeGrant(issuer, SqlDelegationStore(self.db), RemoteKeySets(self.clock)),
             ],
+            delegations=SqlDelegationStore(self.db),
         )
 
     async def close(self) -> None:

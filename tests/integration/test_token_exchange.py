@@ -168,3 +168,39 @@ def test_revoked_delegation_stops_new_exchanges(setup: TenantSetup, idp: FakeIdP
     assert _exchange(setup, idp.assertion("mia@acme.example")).status_code == 200
     setup.server.cli("delegations", "revoke", made["id"])
     _error(_exchange(setup, idp.assertion("mia@acme.example")), 400, "invalid_grant")
+
+
+def _active(setup: TenantSetup, introspector: dict[str, Any], token: str) -> bool:
+    response = httpx.post(
+        setup.server.base_url + "/oauth/introspect",
+        data={"token": token},
+        auth=(introspector["client_id"], introspector["client_secret"]),
+    )
+    assert response.status_code == 200, response.text
+    return bool(response.json()["active"])
+
+
+def test_revoking_the_delegation_kills_its_tokens_at_once(setup: TenantSetup, idp: FakeIdP) -> None:
+    introspector = setup.introspector()
+    made = _delegate(setup, "mia@acme.example", "deals:read", extra=("--resource", setup.crm))
+    token = _exchange(setup, idp.assertion("mia@acme.example")).json()["access_token"]
+    assert _active(setup, introspector, token)
+    claims = httpx.post(
+        setup.server.base_url + "/oauth/introspect",
+        data={"token": token},
+        auth=(introspector["client_id"], introspector["client_secret"]),
+    ).json()
+    assert claims["act"] == {"sub": setup.agent["id"]}
+    setup.server.cli("delegations", "revoke", made["id"])
+    assert not _active(setup, introspector, token)
+
+
+def test_deactivating_the_user_kills_their_delegated_tokens(
+    setup: TenantSetup, idp: FakeIdP
+) -> None:
+    introspector = setup.introspector()
+    _delegate(setup, "mia@acme.example", "deals:read")
+    token = _exchange(setup, idp.assertion("mia@acme.example")).json()["access_token"]
+    assert _active(setup, introspector, token)
+    setup.server.cli("users", "deactivate", "mia@acme.example", "--tenant", setup.name)
+    assert not _active(setup, introspector, token)

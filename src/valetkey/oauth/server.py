@@ -8,7 +8,7 @@ is a new module. Every issuance and refusal is audited before the response goes 
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc.jwk import KeySet
 
@@ -34,6 +34,15 @@ from valetkey.oauth.tokens import (
     mint_access_token,
     verify_access_token,
 )
+
+
+class DelegationCheck(Protocol):
+    async def delegated_token_live(
+        self, tenant_id: str, user_id: str, agent_id: str, audience: str, now: float
+    ) -> bool:
+        """The user is active and still delegates `audience` to the agent."""
+        ...
+
 
 REPEATABLE = frozenset({"resource"})  # RFC 8707 §2 lets `resource` repeat
 
@@ -62,8 +71,10 @@ class OAuthServer:
         clock: Clock,
         issuer: str,
         grants: Sequence[Grant],
+        delegations: DelegationCheck | None = None,
     ) -> None:
         self._store = store
+        self._delegations = delegations
         self._keys = keys
         self._audit = audit
         self._clock = clock
@@ -261,6 +272,14 @@ class OAuthServer:
             return None  # issued before a suspension or decommissioning
         if await self._store.is_revoked(claims["jti"]):
             return None
+        act = claims.get("act")
+        if act is not None:  # on behalf of a user: the user and the consent must still stand
+            if self._delegations is None or not isinstance(act, dict):
+                return None
+            if not await self._delegations.delegated_token_live(
+                claims["tenant"], claims["sub"], claims["client_id"], str(claims["aud"]), now
+            ):
+                return None
         return claims
 
     async def _verification_keys(self, token: str) -> KeySet:

@@ -96,6 +96,16 @@ class SqlDelegationStore:
         found = await self.list_delegations(tenant_id, user_id, agent_id)
         return [d for d in found if d.live(now)]
 
+    async def delegated_token_live(
+        self, tenant_id: str, user_id: str, agent_id: str, audience: str, now: float
+    ) -> bool:
+        async with self._db.read() as conn:
+            status = await conn.scalar(sa.select(users.c.status).where(users.c.id == user_id))
+        if status != "active":
+            return False
+        live = await self.live_delegations(tenant_id, user_id, agent_id, now)
+        return any(not d.resources or audience in d.resources for d in live)
+
     async def set_role_scopes(
         self, tenant_id: str, role: str, scopes: list[str], events: Events = ()
     ) -> None:
