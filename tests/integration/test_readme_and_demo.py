@@ -38,7 +38,7 @@ def test_readme_walkthrough_runs(server: RunningServer) -> None:
 def test_demo_tells_the_whole_story(server: RunningServer) -> None:
     result = server.cli_raw("demo", "--url", server.base_url)
     assert result.exit_code == 0, result.output
-    for expected in ("invalid_scope", "invalid_client", "active = False", "intact"):
+    for expected in ("invalid_scope", "invalid_client", "active = False", "intact", '"act"'):
         assert expected in result.output
 
 

@@ -6,17 +6,25 @@ real HTTP exactly as an agent and a resource server would.
 
 import base64
 import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import orjson
 import typer
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from rich.panel import Panel
 from rich.rule import Rule
 
 from valetkey.audit import service as audit_service
 from valetkey.audit.events import AuditQuery
 from valetkey.cli.common import console, identity, run, table
+from valetkey.identity.delegations import DelegationService
 
 CRM = "https://crm.acme.example"
 
@@ -40,6 +48,78 @@ def _answer(response: httpx.Response) -> None:
     style = "green" if response.is_success else "red"
     body = response.text if response.content else "(empty body)"
     console.print(f"[{style}]HTTP {response.status_code}[/{style}] {body}", highlight=False)
+
+
+@contextmanager
+def _company_idp() -> Iterator[tuple[str, ECKey]]:
+    """A stand-in for the company's IdP: a key pair and its JWKS on 127.0.0.1."""
+    key = ECKey.generate_key("P-256", private=True)
+    jwks = orjson.dumps({"keys": [{**key.as_dict(private=False), "kid": "idp-1"}]})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(jwks)))
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks", key
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _on_behalf_of(
+    svc: DelegationService, http: httpx.AsyncClient, tenant: str, agent: str, secret: str
+) -> None:
+    idp = "https://idp.acme.example"
+    with _company_idp() as (jwks_uri, key):
+        await svc.add_issuer(tenant, idp, jwks_uri, "valetkey", "email")
+        mia = await svc.identity.create_user(tenant, "mia@acme.example", ["member"])
+        await svc.create_delegation(tenant, mia.email, agent, ["deals:read"], [CRM], 86400)
+        console.print(
+            f"{idp} is trusted; {mia.email} delegates deals:read on {CRM} to the agent for a day"
+        )
+        now = int(time.time())
+        assertion = jwt.encode(
+            {"alg": "ES256", "kid": "idp-1"},
+            {
+                "iss": idp,
+                "sub": mia.email,
+                "email": mia.email,
+                "aud": "valetkey",
+                "iat": now,
+                "exp": now + 600,
+            },
+            key,
+        )
+        response = await http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": assertion,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "resource": CRM,
+            },
+            auth=(agent, secret),
+        )
+        response.raise_for_status()
+    _, claims = _claims(response.json()["access_token"])
+    shown = {k: claims[k] for k in ("sub", "act", "client_id", "aud", "scope", "exp")}
+    console.print(
+        Panel(
+            orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode(),
+            title=f"delegated token: sub = Mia ({mia.id}), act = the agent",
+            expand=False,
+        )
+    )
 
 
 def demo(
@@ -109,7 +189,10 @@ def demo(
                 )
                 console.print(f"active = {response.json()['active']}")
 
-                _step("6. The sponsor suspends the agent: effective at once")
+                _step("6. On behalf of a user: Mia delegates, the agent exchanges her assertion")
+                await _on_behalf_of(rt.delegations(cid), http, tenant.id, agent.id, secret)
+
+                _step("7. The sponsor suspends the agent: effective at once")
                 await svc.suspend_agent(agent.id)
                 response = await http.post("/oauth/token", data=form, auth=(agent.id, secret))
                 _answer(response)
@@ -118,7 +201,7 @@ def demo(
                 )
                 console.print(f"the token it already held: active = {response.json()['active']}")
 
-            _step("7. The audit trail, under the agent's own name")
+            _step("8. The audit trail, under the agent's own name")
             events = await rt.audit_store.search(AuditQuery(tenant_id=tenant.id, limit=50))
             table(
                 f"Audit events of {tenant.name}",

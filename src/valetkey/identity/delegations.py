@@ -66,6 +66,10 @@ class DelegationService:
         """An event for the store to commit together with the change it describes."""
         return AuditEvent(type, tenant_id, self._clock.now(), self._cid, **fields)
 
+    @property
+    def identity(self) -> IdentityService:
+        return self._identity
+
     # trusted issuers -----------------------------------------------------------------------
     async def add_issuer(
         self, tenant_ref: str, issuer: str, jwks_uri: str, audience: str | None, claim: str
