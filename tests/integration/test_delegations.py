@@ -1,5 +1,6 @@
 """Trusted issuers, role rights and delegations through the real CLI, on both backends."""
 
+import httpx
 import pytest
 
 from tests.conftest import TenantSetup
@@ -206,3 +207,87 @@ def test_deactivated_users_cannot_delegate_and_tenants_stay_apart(
             "--scope",
             "deals:read",
         )
+
+
+def test_tenant_admin_controls(tenant: TenantSetup) -> None:
+    server, name, agent = tenant.server, tenant.name, tenant.agent
+    introspector = tenant.introspector()
+    token = httpx.post(
+        server.base_url + "/oauth/token",
+        data={"grant_type": "client_credentials", "resource": tenant.crm},
+        auth=(agent["client_id"], agent["client_secret"]),
+    ).json()["access_token"]
+
+    def active() -> bool:
+        return bool(
+            httpx.post(
+                server.base_url + "/oauth/introspect",
+                data={"token": token},
+                auth=(introspector["client_id"], introspector["client_secret"]),
+            ).json()["active"]
+        )
+
+    assert active()
+    settings = server.cli(
+        "tenants",
+        "set",
+        name,
+        "--block-scope",
+        "deals:read",
+        "--admin-only-scope",
+        "deals:write",
+        "--require-dpop",
+    )["settings"]
+    assert settings["blocked_scopes"] == ["deals:read"]
+    assert settings["admin_only_scopes"] == ["deals:write"]
+    assert settings["require_dpop"] is True
+    assert not active()  # the block reaches the token already out, at once
+    refused = httpx.post(
+        server.base_url + "/oauth/token",
+        data={"grant_type": "client_credentials", "resource": tenant.crm},
+        auth=(agent["client_id"], agent["client_secret"]),
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_scope"
+    assert "blocked" in _fails(
+        tenant,
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "sam@acme.example",
+        "--agent",
+        agent["id"],
+        "--scope",
+        "deals:read",
+    )
+    server.cli("roles", "set", "member", "--tenant", name, "--scope", "deals:write")
+    server.cli("users", "create", "max@acme.example", "--tenant", name)
+    assert "only an admin" in _fails(
+        tenant,
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "max@acme.example",
+        "--agent",
+        agent["id"],
+        "--scope",
+        "deals:write",
+    )
+    server.cli(
+        "delegations",
+        "create",
+        "--tenant",
+        name,
+        "--user",
+        "sam@acme.example",
+        "--agent",
+        agent["id"],
+        "--scope",
+        "deals:write",
+    )  # an admin may
+    server.cli("tenants", "set", name, "--unblock-scope", "deals:read")
+    assert active()  # lifting the block restores the token (it was never revoked)

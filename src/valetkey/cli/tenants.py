@@ -54,6 +54,18 @@ def set_(
     token_lifetime: str = typer.Option(
         None, "--token-lifetime", help="Lifetime of new access tokens, e.g. 10m."
     ),
+    require_dpop: bool = typer.Option(
+        None, "--require-dpop/--no-require-dpop", help="Require DPoP-bound tokens for agents."
+    ),
+    admin_only_scope: list[str] = typer.Option(
+        None, "--admin-only-scope", help="A scope only admins may delegate; repeatable."
+    ),
+    block_scope: list[str] = typer.Option(
+        None, "--block-scope", help="Refuse this scope everywhere, at once; repeatable."
+    ),
+    unblock_scope: list[str] = typer.Option(
+        None, "--unblock-scope", help="Lift a block; repeatable."
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Change a tenant's admin controls."""
@@ -66,6 +78,10 @@ def set_(
                 max_token_lifetime=parse_duration(max_token_lifetime)
                 if max_token_lifetime
                 else None,
+                require_dpop=require_dpop,
+                admin_only_scopes=admin_only_scope or (),
+                block_scopes=block_scope or (),
+                unblock_scopes=unblock_scope or (),
             )
         if json:
             print_json(views.tenant(updated, full=True))

@@ -144,6 +144,10 @@ class DelegationService:
         for scope in chosen:
             if scope not in rights:
                 raise InvalidInput(f"{user.email} does not hold {scope!r}, so cannot delegate it")
+            if scope in tenant.settings.admin_only_scopes and "admin" not in user.roles:
+                raise InvalidInput(f"only an admin may delegate {scope!r} in this tenant")
+            if scope in tenant.settings.blocked_scopes:
+                raise InvalidInput(f"scope {scope!r} is blocked by the tenant's admin")
         known = {r.uri for r in await self._identity.list_resources(tenant.id)}
         for uri in resources:
             if uri not in known:

@@ -1,5 +1,6 @@
 """Identity records as plain frozen values; storage adapters build them, services read them."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,11 +18,17 @@ class TenantSettings:
 
     token_lifetime: int | None = None  # None: the server's access_token_ttl
     max_token_lifetime: int = MAX_TOKEN_LIFETIME
+    require_dpop: bool = False
+    admin_only_scopes: tuple[str, ...] = ()  # only admins may delegate these
+    blocked_scopes: tuple[str, ...] = ()  # refused everywhere, at once
 
     def to_json(self) -> dict[str, Any]:
         return {
             "token_lifetime": self.token_lifetime,
             "max_token_lifetime": self.max_token_lifetime,
+            "require_dpop": self.require_dpop,
+            "admin_only_scopes": list(self.admin_only_scopes),
+            "blocked_scopes": list(self.blocked_scopes),
         }
 
     @classmethod
@@ -30,7 +37,13 @@ class TenantSettings:
         return cls(
             token_lifetime=data.get("token_lifetime"),
             max_token_lifetime=int(data.get("max_token_lifetime", MAX_TOKEN_LIFETIME)),
+            require_dpop=bool(data.get("require_dpop", False)),
+            admin_only_scopes=tuple(data.get("admin_only_scopes", ())),
+            blocked_scopes=tuple(data.get("blocked_scopes", ())),
         )
+
+    def blocked(self, scopes: Iterable[str]) -> list[str]:
+        return [s for s in scopes if s in self.blocked_scopes]
 
     def access_token_lifetime(self, server_default: int) -> int:
         wanted = self.token_lifetime or server_default

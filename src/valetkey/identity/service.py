@@ -100,9 +100,26 @@ class IdentityService:
         *,
         token_lifetime: int | None = None,
         max_token_lifetime: int | None = None,
+        require_dpop: bool | None = None,
+        admin_only_scopes: Sequence[str] = (),
+        block_scopes: Sequence[str] = (),
+        unblock_scopes: Sequence[str] = (),
     ) -> Tenant:
         tenant = await self.tenant(ref)
         settings = tenant.settings
+        if require_dpop is not None:
+            settings = replace(settings, require_dpop=require_dpop)
+        if admin_only_scopes:
+            added = _scopes(admin_only_scopes)
+            settings = replace(
+                settings,
+                admin_only_scopes=tuple(dict.fromkeys((*settings.admin_only_scopes, *added))),
+            )
+        if block_scopes or unblock_scopes:
+            blocked = dict.fromkeys((*settings.blocked_scopes, *_scopes(block_scopes)))
+            for scope in _scopes(unblock_scopes):
+                blocked.pop(scope, None)
+            settings = replace(settings, blocked_scopes=tuple(blocked))
         if max_token_lifetime is not None:
             if not 60 <= max_token_lifetime <= 3600:
                 raise InvalidInput("max token lifetime must be between 1 minute and 60 minutes")

@@ -270,6 +270,8 @@ class OAuthServer:
             return None
         if jti_generation(claims["jti"]) != holder.client.token_generation:
             return None  # issued before a suspension or decommissioning
+        if holder.tenant.settings.blocked(str(claims.get("scope", "")).split()):
+            return None  # a blocked scope is refused everywhere, tokens already out included
         if await self._store.is_revoked(claims["jti"]):
             return None
         act = claims.get("act")
