@@ -291,3 +291,15 @@ def test_tenant_admin_controls(tenant: TenantSetup) -> None:
     )  # an admin may
     server.cli("tenants", "set", name, "--unblock-scope", "deals:read")
     assert active()  # lifting the block restores the token (it was never revoked)
+
+
+def test_set_password_reads_stdin_and_stores_only_argon2id(tenant: TenantSetup) -> None:
+    server, name = tenant.server, tenant.name
+    secret = "a long enough passphrase 42"
+    done = server.cli(
+        "users", "set-password", "sam@acme.example", "--tenant", name, input=secret + "\n"
+    )
+    assert done["password_set"] is True
+    refused = _fails(tenant, "users", "set-password", "sam@acme.example", "--tenant", name)
+    assert "at least 12" in refused  # empty stdin: refused, one line
+    assert secret not in export.stdout

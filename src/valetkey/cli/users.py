@@ -1,5 +1,7 @@
 """`valetkey users`: the people agents act for, sponsor, and answer to."""
 
+import sys
+
 import typer
 
 from valetkey.cli import views
@@ -54,6 +56,22 @@ def list_(tenant: str = TenantOpt, json: bool = JsonOpt) -> None:
                 ["id", "email", "roles", "status"],
                 [(u.id, u.email, ", ".join(u.roles), u.status) for u in users],
             )
+
+    run(go)
+
+
+@app.command("set-password")
+def set_password(email: str, tenant: str = TenantOpt, json: bool = JsonOpt) -> None:
+    """Set a user's login password, read from standard input (never from an argument)."""
+    password = sys.stdin.readline().rstrip("\r\n")
+
+    async def go() -> None:
+        async with identity() as (_, svc):
+            user = await svc.set_password(tenant, email, password)
+        if json:
+            print_json({**views.user(user), "password_set": True})
+        else:
+            console.print(f"Password set for {user.email}.")
 
     run(go)
 

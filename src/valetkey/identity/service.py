@@ -24,6 +24,7 @@ from valetkey.identity.models import (
     User,
     valid_resource_uri,
 )
+from valetkey.identity.passwords import hash_password
 from valetkey.identity.ports import IdentityStore
 from valetkey.identity.scopes import check_acyclic, conventional_implications, valid_scope
 from valetkey.identity.secrets import digest_secret, generate_secret
@@ -153,6 +154,17 @@ class IdentityService:
 
     async def list_users(self, tenant_ref: str) -> list[User]:
         return await self._store.list_users((await self.tenant(tenant_ref)).id)
+
+    async def set_password(self, tenant_ref: str, email: str, password: str) -> User:
+        """Set a user's password for ValetKey's own login (argon2id; never logged)."""
+        user = await self.user(tenant_ref, email)
+        if user.status != "active":
+            raise InvalidInput("the user is deactivated")
+        event = self._ev("user.password_set", user.tenant_id, user_id=user.id)
+        await self._store.set_password_hash(
+            user, hash_password(password), self._clock.now(), [event]
+        )
+        return user
 
     async def deactivate_user(self, tenant_ref: str, email: str) -> tuple[User, list[Client]]:
         """Deactivate a user; the agents they sponsor keep working, flagged `needs_sponsor`."""

@@ -101,6 +101,17 @@ class SqlIdentityStore:
             )
             return [rows.user(r) for r in result]
 
+    async def set_password_hash(
+        self, user: User, password_hash: str, now: float, events: Events = ()
+    ) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                users.update()
+                .where(users.c.id == user.id)
+                .values(password_hash=password_hash, updated_at=now)
+            )
+            await append_in(conn, self._db.is_sqlite, events)
+
     async def deactivate_user(
         self, user: User, now: float, events_for: Callable[[list[Client]], Events]
     ) -> tuple[User, list[Client]]:

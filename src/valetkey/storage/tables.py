@@ -32,6 +32,7 @@ users = sa.Table(
     sa.Column("email", sa.String(320), nullable=False),
     sa.Column("roles", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(256), nullable=True),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
