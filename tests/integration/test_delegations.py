@@ -302,4 +302,9 @@ def test_set_password_reads_stdin_and_stores_only_argon2id(tenant: TenantSetup) 
     assert done["password_set"] is True
     refused = _fails(tenant, "users", "set-password", "sam@acme.example", "--tenant", name)
     assert "at least 12" in refused  # empty stdin: refused, one line
+    events = server.cli("audit", "search", "--tenant", name, "--type", "user.password_set")
+    assert len(events) == 1
+    export = server.cli_raw("audit", "export", "--format", "jsonl", "--tenant", name)
+    assert export.exit_code == 0
+    assert events[0]["id"] in export.stdout
     assert secret not in export.stdout
