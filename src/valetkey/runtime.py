@@ -96,6 +96,7 @@ class Runtime:
 
     def oauth_server(self, audit: AuditSink, hot: HotPath | None = None) -> OAuthServer:
         issuer = self.settings.issuer
+        delegations = SqlDelegationStore(self.db)
         return OAuthServer(
             store=self.oauth_store.with_hot_path(hot) if hot else self.oauth_store,
             keys=self.keys,
@@ -104,9 +105,9 @@ class Runtime:
             issuer=issuer,
             grants=[
                 ClientCredentialsGrant(issuer, self.settings.access_token_ttl),
-                TokenExchangeGrant(issuer, SqlDelegationStore(self.db), RemoteKeySets(self.clock)),
+                TokenExchangeGrant(issuer, delegations, RemoteKeySets(self.clock)),
             ],
-            delegations=SqlDelegationStore(self.db),
+            delegations=delegations,
         )
 
     async def close(self) -> None:

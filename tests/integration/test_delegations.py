@@ -68,25 +68,23 @@ def test_roles_default_and_custom(tenant: TenantSetup) -> None:
     _fails(tenant, "roles", "set", "owner", "--tenant", tenant.name, "--scope", "deals:read")
 
 
+def _delegate(
+    tenant: str, user: str, agent: str, *scopes: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The argument list of `valetkey delegations create`."""
+    args = ["delegations", "create", "--tenant", tenant, "--user", user, "--agent", agent]
+    for scope in scopes:
+        args += ["--scope", scope]
+    return [*args, *extra]
+
+
 def test_delegation_never_exceeds_the_users_rights(tenant: TenantSetup) -> None:
     server, name, agent = tenant.server, tenant.name, tenant.agent["id"]
     server.cli("users", "create", "mia@acme.example", "--tenant", name)  # a member
     made = server.cli(
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "sam@acme.example",
-        "--agent",
-        agent,
-        "--scope",
-        "deals:read",
-        "--resource",
-        tenant.crm,
-        "--expires",
-        "30d",
-    )
+        *_delegate(name, "sam@acme.example", agent, "deals:read",
+                   extra=("--resource", tenant.crm, "--expires", "30d"))
+    )  # fmt: skip
     assert made["user"] == "sam@acme.example"
     assert made["agent"] == agent
     assert made["scopes"] == ["deals:read"]
@@ -94,58 +92,16 @@ def test_delegation_never_exceeds_the_users_rights(tenant: TenantSetup) -> None:
     assert made["status"] == "active"
     assert made["expires_at"] is not None
     # Admin Sam holds deals:admin, so deals:write (implied) may be delegated too.
-    server.cli(
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "sam@acme.example",
-        "--agent",
-        "invoice-bot",
-        "--scope",
-        "deals:write",
-    )
+    server.cli(*_delegate(name, "sam@acme.example", "invoice-bot", "deals:write"))
     assert "does not hold" in _fails(
-        tenant,
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "mia@acme.example",
-        "--agent",
-        agent,
-        "--scope",
-        "deals:write",
+        tenant, *_delegate(name, "mia@acme.example", agent, "deals:write")
     )
-    member = server.cli(
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "mia@acme.example",
-        "--agent",
-        agent,
-        "--scope",
-        "deals:read",
-    )
+    member = server.cli(*_delegate(name, "mia@acme.example", agent, "deals:read"))
     _fails(
         tenant,
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "mia@acme.example",
-        "--agent",
-        agent,
-        "--scope",
-        "deals:read",
-        "--resource",
-        "https://other.example",
-    )
+        *_delegate(name, "mia@acme.example", agent, "deals:read",
+                   extra=("--resource", "https://other.example")),
+    )  # fmt: skip
     mine = server.cli("delegations", "list", "--tenant", name, "--user", "mia@acme.example")
     assert [d["id"] for d in mine] == [member["id"]]
     assert len(server.cli("delegations", "list", "--tenant", name, "--agent", agent)) == 3
@@ -163,50 +119,16 @@ def test_delegation_never_exceeds_the_users_rights(tenant: TenantSetup) -> None:
 def test_deactivated_users_cannot_delegate_and_tenants_stay_apart(
     tenant: TenantSetup,
 ) -> None:
-    server, name = tenant.server, tenant.name
+    server, name, agent = tenant.server, tenant.name, tenant.agent["id"]
     server.cli("users", "create", "lea@acme.example", "--tenant", name, "--role", "admin")
-    made = server.cli(
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "lea@acme.example",
-        "--agent",
-        tenant.agent["id"],
-        "--scope",
-        "deals:read",
-    )
+    made = server.cli(*_delegate(name, "lea@acme.example", agent, "deals:read"))
     server.cli("users", "deactivate", "lea@acme.example", "--tenant", name)
-    _fails(
-        tenant,
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "lea@acme.example",
-        "--agent",
-        tenant.agent["id"],
-        "--scope",
-        "deals:read",
-    )
+    _fails(tenant, *_delegate(name, "lea@acme.example", agent, "deals:read"))
     other = server.cli("tenants", "create", name + "-b")
     with pytest.raises(CliFailed):
         server.cli("delegations", "revoke", made["id"], "--tenant", other["name"])
     with pytest.raises(CliFailed):
-        server.cli(
-            "delegations",
-            "create",
-            "--tenant",
-            other["name"],
-            "--user",
-            "sam@acme.example",
-            "--agent",
-            tenant.agent["id"],
-            "--scope",
-            "deals:read",
-        )
+        server.cli(*_delegate(other["name"], "sam@acme.example", agent, "deals:read"))
 
 
 def test_tenant_admin_controls(tenant: TenantSetup) -> None:
@@ -250,45 +172,14 @@ def test_tenant_admin_controls(tenant: TenantSetup) -> None:
     assert refused.status_code == 400
     assert refused.json()["error"] == "invalid_scope"
     assert "blocked" in _fails(
-        tenant,
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "sam@acme.example",
-        "--agent",
-        agent["id"],
-        "--scope",
-        "deals:read",
+        tenant, *_delegate(name, "sam@acme.example", agent["id"], "deals:read")
     )
     server.cli("roles", "set", "member", "--tenant", name, "--scope", "deals:write")
     server.cli("users", "create", "max@acme.example", "--tenant", name)
     assert "only an admin" in _fails(
-        tenant,
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "max@acme.example",
-        "--agent",
-        agent["id"],
-        "--scope",
-        "deals:write",
+        tenant, *_delegate(name, "max@acme.example", agent["id"], "deals:write")
     )
-    server.cli(
-        "delegations",
-        "create",
-        "--tenant",
-        name,
-        "--user",
-        "sam@acme.example",
-        "--agent",
-        agent["id"],
-        "--scope",
-        "deals:write",
-    )  # an admin may
+    server.cli(*_delegate(name, "sam@acme.example", agent["id"], "deals:write"))  # admins may
     server.cli("tenants", "set", name, "--unblock-scope", "deals:read")
     assert active()  # lifting the block restores the token (it was never revoked)
 

@@ -22,6 +22,7 @@ from valetkey.oauth.context import ClientContext, OAuthStore, RequestMeta, Token
 from valetkey.oauth.errors import (
     InvalidClient,
     InvalidRequest,
+    InvalidScope,
     NotPermitted,
     OAuthError,
     UnsupportedGrantType,
@@ -101,6 +102,9 @@ class OAuthServer:
             ctx = await self._verify_client(creds, ctx, now)
             request = TokenRequest(params, resources, ctx, await self._tenant_resources(ctx), now)
             spec = await grant.handle(request)
+            blocked = ctx.tenant.settings.blocked(spec.scopes)
+            if blocked:  # one check for every grant: a blocked scope is refused everywhere
+                raise InvalidScope(f"scope {blocked[0]!r} is blocked by the tenant's admin")
             return await self._issue(spec, ctx, params["grant_type"], meta, int(now))
         except OAuthError as exc:
             await self._audit.record(self._refusal(exc, ctx, params, meta, now))

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import asyncpg
@@ -26,17 +27,29 @@ import orjson
 
 from valetkey.audit.chain import GENESIS
 from valetkey.audit.events import AuditEvent, StoredEvent
-from valetkey.identity.models import Client, SecretRecord, Tenant, TenantSettings
 from valetkey.oauth.context import ClientContext
+from valetkey.storage import rows
 from valetkey.storage.audit_store import chain_event
 
-_CONTEXT_SQL = (
-    "SELECT c.id, c.tenant_id, c.kind, c.name, c.status, c.secrets, c.jwks, c.scopes, "
-    "c.rights, c.sponsor_id, c.address, c.description, c.needs_sponsor, c.revoked_before, "
-    "c.created_at, c.updated_at, t.name, t.settings, t.version, t.created_at, "
-    "(SELECT kid FROM signing_keys WHERE status = 'active' LIMIT 1) "
-    "FROM clients c JOIN tenants t ON t.id = c.tenant_id WHERE c.id = {param}"
-)
+_CLIENT_COLUMNS = (
+    "id", "tenant_id", "kind", "name", "status", "secrets", "jwks", "scopes", "rights",
+    "sponsor_id", "address", "description", "needs_sponsor", "revoked_before", "created_at",
+    "updated_at",
+)  # fmt: skip
+_JSON_COLUMNS = ("secrets", "jwks", "scopes", "rights")
+
+
+def context_sql(param: str) -> str:
+    """One query for the client, its tenant and the active signing key id, in the dialect's
+    parameter style (`?`, `$1`, `:client_id`)."""
+    columns = ", ".join(f"c.{name}" for name in _CLIENT_COLUMNS)
+    return (
+        f"SELECT {columns}, t.name, t.settings, t.version, t.created_at, "  # noqa: S608
+        "(SELECT kid FROM signing_keys WHERE status = 'active' LIMIT 1) "
+        f"FROM clients c JOIN tenants t ON t.id = c.tenant_id WHERE c.id = {param}"
+    )
+
+
 _EVENT_COLUMNS = (
     "tenant_id, seq, id, type, ts_us, correlation_id, outcome, reason, agent_id, user_id, "
     "jti, data, prev_hash, hash"
@@ -59,33 +72,20 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _context(row: Sequence[Any]) -> ClientContext:
-    client = Client(
-        id=row[0],
-        tenant_id=row[1],
-        kind=row[2],
-        name=row[3],
-        status=row[4],
-        secrets=tuple(SecretRecord.from_json(s) for s in _json(row[5])),
-        jwks=_json(row[6]),
-        scopes=tuple(_json(row[7])),
-        rights=tuple(_json(row[8])),
-        sponsor_id=row[9],
-        address=row[10],
-        description=row[11] or "",
-        needs_sponsor=bool(row[12]),
-        revoked_before=row[13] or 0.0,
-        created_at=row[14],
-        updated_at=row[15],
+def context_from_row(row: Sequence[Any]) -> ClientContext:
+    """A `context_sql` row as models, through the same converters as every other read."""
+    values = dict(zip(_CLIENT_COLUMNS, row, strict=False))
+    for name in _JSON_COLUMNS:
+        values[name] = _json(values[name])
+    n = len(_CLIENT_COLUMNS)
+    tenant = SimpleNamespace(
+        id=values["tenant_id"],
+        name=row[n],
+        settings=_json(row[n + 1]),
+        version=row[n + 2],
+        created_at=row[n + 3],
     )
-    tenant = Tenant(
-        id=row[1],
-        name=row[16],
-        settings=TenantSettings.from_json(_json(row[17])),
-        version=row[18],
-        created_at=row[19],
-    )
-    return ClientContext(client, tenant, row[20])
+    return ClientContext(rows.client(SimpleNamespace(**values)), rows.tenant(tenant), row[n + 4])
 
 
 def _row(event: StoredEvent, encode_data: bool = True) -> tuple[Any, ...]:
@@ -136,7 +136,7 @@ class SqliteHotPath:
         self._writer: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="valetkey-audit")
         self._lock_fd = os.open(path + ".audit-lock", os.O_RDWR | os.O_CREAT, 0o600)
-        self._context_sql = _CONTEXT_SQL.format(param="?")
+        self._context_sql = context_sql("?")
         # The whole batch in one statement: one row per element of a JSON array.
         picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(14))
         self._insert_sql = (
@@ -154,7 +154,7 @@ class SqliteHotPath:
 
     async def load_client_context(self, client_id: str) -> ClientContext | None:
         row = self._reader.execute(self._context_sql, (client_id,)).fetchone()
-        return _context(row) if row is not None else None
+        return context_from_row(row) if row is not None else None
 
     async def append(self, events: Sequence[AuditEvent]) -> None:
         if not events:
@@ -247,7 +247,7 @@ class SqliteHotPath:
 class PostgresHotPath:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._context_sql = _CONTEXT_SQL.format(param="$1")
+        self._context_sql = context_sql("$1")
         self._known_heads: set[str] = set()
         # Insert the batch and move the heads in one round trip (arrays, one per column).
         types = ("text", "int8", "text", "text", "int8", "text", "text", "text", "text",
@@ -270,7 +270,7 @@ class PostgresHotPath:
     async def load_client_context(self, client_id: str) -> ClientContext | None:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(self._context_sql, client_id)
-        return _context(row) if row is not None else None
+        return context_from_row(row) if row is not None else None
 
     async def append(self, events: Sequence[AuditEvent]) -> None:
         if not events:

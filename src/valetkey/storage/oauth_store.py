@@ -20,36 +20,17 @@ from valetkey.oauth.keys import StoredKey
 from valetkey.storage import rows
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
+from valetkey.storage.hot_path import context_from_row, context_sql
 from valetkey.storage.tables import (
-    clients,
     resources,
     revoked_tokens,
     signing_keys,
-    tenants,
     used_assertions,
 )
 
 _KEYS_LOCK = 0x766B6B73  # serialises key changes across PostgreSQL nodes
 
-_ACTIVE_KID = (
-    sa.select(signing_keys.c.kid)
-    .where(signing_keys.c.status == "active")
-    .limit(1)
-    .scalar_subquery()
-    .label("active_kid")
-)
-_CONTEXT_QUERY = (
-    sa.select(
-        clients,
-        tenants.c.name.label("t_name"),
-        tenants.c.settings.label("t_settings"),
-        tenants.c.version.label("t_version"),
-        tenants.c.created_at.label("t_created_at"),
-        _ACTIVE_KID,
-    )
-    .join(tenants, tenants.c.id == clients.c.tenant_id)
-    .where(clients.c.id == sa.bindparam("client_id"))
-)
+_CONTEXT_SQL = sa.text(context_sql(":client_id"))
 
 
 class ClientContextLoader(Protocol):
@@ -69,13 +50,8 @@ class SqlOAuthStore:
         if self._hot is not None:
             return await self._hot.load_client_context(client_id)
         async with self._db.read() as conn:
-            row = (await conn.execute(_CONTEXT_QUERY, {"client_id": client_id})).first()
-        if row is None:
-            return None
-        tenant = rows.tenant(
-            _TenantView(row.tenant_id, row.t_name, row.t_settings, row.t_version, row.t_created_at)
-        )
-        return ClientContext(rows.client(row), tenant, row.active_kid)
+            row = (await conn.execute(_CONTEXT_SQL, {"client_id": client_id})).first()
+        return context_from_row(tuple(row)) if row is not None else None
 
     async def resources_for_tenant(self, tenant_id: str) -> list[Resource]:
         async with self._db.read() as conn:
@@ -189,16 +165,6 @@ class SqlOAuthStore:
     async def _lock_keys(self, conn: AsyncConnection) -> None:
         if not self._db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already holds the write lock
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _KEYS_LOCK})
-
-
-class _TenantView:
-    __slots__ = ("created_at", "id", "name", "settings", "version")
-
-    def __init__(
-        self, id: str, name: str, settings: dict[str, object], version: int, created_at: float
-    ) -> None:
-        self.id, self.name, self.settings = id, name, settings
-        self.version, self.created_at = version, created_at
 
 
 def _key_values(key: StoredKey) -> dict[str, object]:

@@ -29,9 +29,6 @@ class ClientCredentialsGrant:
         )
         if not chosen.scopes:
             raise InvalidScope("this agent holds no scope: nothing to put in a token")
-        blocked = request.context.tenant.settings.blocked(chosen.scopes)
-        if blocked:
-            raise InvalidScope(f"scope {blocked[0]!r} is blocked by the tenant's admin")
         lifetime = request.context.tenant.settings.access_token_lifetime(self._default_lifetime)
         return AccessTokenSpec(
             subject=client.id, audience=chosen.audience, scopes=chosen.scopes, lifetime=lifetime

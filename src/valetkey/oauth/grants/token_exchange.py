@@ -25,7 +25,6 @@ from valetkey.oauth.context import TokenRequest
 from valetkey.oauth.errors import (
     InvalidGrant,
     InvalidRequest,
-    InvalidScope,
     InvalidTarget,
     UnauthorizedClient,
 )
@@ -114,9 +113,6 @@ class TokenExchangeGrant:
                 request.tenant_resources, [chosen.audience] if chosen.resource else [],
                 requested, sorted(effective), self._issuer,
             )  # fmt: skip
-        blocked = tenant.settings.blocked(chosen.scopes)
-        if blocked:
-            raise InvalidScope(f"scope {blocked[0]!r} is blocked by the tenant's admin")
         lifetime = min(
             tenant.settings.access_token_lifetime(self._default_lifetime),
             int(float(claims["exp"]) - request.now),
