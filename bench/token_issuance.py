@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -612,6 +613,17 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return 0, b""
 
 
+def client_headers(client_id: str, client_secret: str) -> dict[str, str]:
+    """Headers of a form POST with `client_secret_basic` authentication."""
+    basic = base64.b64encode(
+        f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(client_secret)}".encode()
+    ).decode()
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Authorization": f"Basic {basic}",
+    }
+
+
 def _token_once(port: int, headers: dict[str, str], body: str) -> dict[str, Any]:
     request = urllib.request.Request(
         f"http://{HOST}:{port}/oauth/token", data=body.encode(), headers=headers, method="POST"
@@ -627,10 +639,81 @@ def _token_once(port: int, headers: dict[str, str], body: str) -> dict[str, Any]
 
 # ----------------------------------------------------------------------------------------
 # the run
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    bench: Bench,
+    meter: CpuMeter,
+    wrk: str | None,
+    say: Any,
+    name: str,
+    path: str,
+    method: str,
+    headers: dict[str, str],
+    body: str,
+    seconds: float,
+    profile: bool = False,
+) -> Phase:
+    """One phase: `seconds` of load on `path`, with the CPU used and the workers' spread."""
+    args = bench.args
+    say(f"{name}: {method} {path}, concurrency {args.concurrency}, {seconds:g} s")
+    spies = _start_profilers(bench, args, seconds) if profile else []
+    spread: list[int] = []
+    sampler = threading.Timer(
+        min(1.0, seconds / 2),
+        lambda: spread.extend(_connections_per_worker(bench.port, bench.worker_pids())),
+    )
+    sampler.start()
+    before, children_before = meter.snapshot(), os.times()
+    if wrk:
+        result = run_wrk(
+            wrk,
+            bench.port,
+            path,
+            method,
+            headers,
+            body,
+            args.concurrency,
+            seconds,
+            bench.tmp,
+            name,
+        )
+    else:
+        result = run_python(
+            bench.port, path, method, headers, body, args.concurrency, seconds, name
+        )
+    after, children_after = meter.snapshot(), os.times()
+    child_ticks = round(
+        (
+            children_after.children_user
+            + children_after.children_system
+            - children_before.children_user
+            - children_before.children_system
+        )
+        * CLK_TCK
+    )
+    result.cpu = CpuMeter.delta(before, after, child_ticks if wrk else 0)
+    sampler.join()
+    result.connections_per_worker = spread
+    if result.requests:
+        server_s = result.cpu["server"] * (after["t"] - before["t"]) / 1e9
+        result.server_cpu_ms_per_req = round(server_s * 1000 / result.requests, 3)
+        pg_s = result.cpu["postgres"] * (after["t"] - before["t"]) / 1e9
+        result.postgres_cpu_ms_per_req = round(pg_s * 1000 / result.requests, 3)
+    for spy in spies:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(30)
+    return result
+
+
+def find_wrk(args: argparse.Namespace) -> str | None:
+    """wrk's path when it is to be the load generator, else None (the Python one)."""
     wrk = None if args.generator == "python" else shutil.which("wrk")
     if args.generator == "wrk" and wrk is None:
         raise SystemExit("--generator wrk: wrk is not installed (apt-get install wrk)")
+    return wrk
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    wrk = find_wrk(args)
     bench = Bench(args)
     say = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
@@ -638,13 +721,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"data dir {bench.tmp}; database {bench.database_url or 'SQLite (WAL)'}")
         client_id, client_secret = bench.create_identities()
         bench.start_server()
-        basic = base64.b64encode(
-            f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(client_secret)}".encode()
-        ).decode()
-        token_headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Authorization": f"Basic {basic}",
-        }
+        token_headers = client_headers(client_id, client_secret)
         token_body = urllib.parse.urlencode(
             {"grant_type": "client_credentials", "resource": RESOURCE}
         )
@@ -654,63 +731,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         quiet = _wait_quiet(args.wait_quiet, say) if args.wait_quiet else None
         load_avg = os.getloadavg()[0]
 
-        def phase(
-            name: str,
-            path: str,
-            method: str,
-            headers: dict[str, str],
-            body: str,
-            seconds: float,
-            profile: bool = False,
-        ) -> Phase:
-            say(f"{name}: {method} {path}, concurrency {args.concurrency}, {seconds:g} s")
-            spies = _start_profilers(bench, args, seconds) if profile else []
-            spread: list[int] = []
-            sampler = threading.Timer(
-                min(1.0, seconds / 2),
-                lambda: spread.extend(_connections_per_worker(bench.port, bench.worker_pids())),
-            )
-            sampler.start()
-            before, children_before = meter.snapshot(), os.times()
-            if wrk:
-                result = run_wrk(
-                    wrk,
-                    bench.port,
-                    path,
-                    method,
-                    headers,
-                    body,
-                    args.concurrency,
-                    seconds,
-                    bench.tmp,
-                    name,
-                )
-            else:
-                result = run_python(
-                    bench.port, path, method, headers, body, args.concurrency, seconds, name
-                )
-            after, children_after = meter.snapshot(), os.times()
-            child_ticks = round(
-                (
-                    children_after.children_user
-                    + children_after.children_system
-                    - children_before.children_user
-                    - children_before.children_system
-                )
-                * CLK_TCK
-            )
-            result.cpu = CpuMeter.delta(before, after, child_ticks if wrk else 0)
-            sampler.join()
-            result.connections_per_worker = spread
-            if result.requests:
-                server_s = result.cpu["server"] * (after["t"] - before["t"]) / 1e9
-                result.server_cpu_ms_per_req = round(server_s * 1000 / result.requests, 3)
-                pg_s = result.cpu["postgres"] * (after["t"] - before["t"]) / 1e9
-                result.postgres_cpu_ms_per_req = round(pg_s * 1000 / result.requests, 3)
-            for spy in spies:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    spy.wait(30)
-            return result
+        phase = functools.partial(measure, bench, meter, wrk, say)
 
         if args.warmup > 0:
             warm = phase("warm-up", "/oauth/token", "POST", token_headers, token_body, args.warmup)
@@ -741,20 +762,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         target = TARGETS.get(args.workers)
         return {
-            "config": {
-                "workers": args.workers,
-                "database": "postgresql" if bench.database_url else "sqlite",
-                "concurrency": args.concurrency,
-                "duration_s": args.duration,
-                "warmup_s": args.warmup,
-                "generator": "wrk" if wrk else "python",
-                "cpus": os.cpu_count(),
-                "load_avg_1m_at_start": round(load_avg, 2),
-                "python": sys.version.split()[0],
-                "profiled": bool(args.profile),
-                "machine_quiet_at_start": quiet,
-                "valetkey_commit": _git_commit(),
-            },
+            "config": run_config(bench, wrk, load_avg, quiet),
             "token": asdict(token),
             "healthz": asdict(health),
             "ratio": round(token.rps / health.rps, 3) if health.rps else None,
@@ -773,6 +781,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         bench.cleanup()
+
+
+def run_config(
+    bench: Bench, wrk: str | None, load_avg: float, quiet: bool | None
+) -> dict[str, Any]:
+    """The run's settings and circumstances, for the result."""
+    args = bench.args
+    return {
+        "workers": args.workers,
+        "database": "postgresql" if bench.database_url else "sqlite",
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "generator": "wrk" if wrk else "python",
+        "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": round(load_avg, 2),
+        "python": sys.version.split()[0],
+        "profiled": bool(args.profile),
+        "machine_quiet_at_start": quiet,
+        "valetkey_commit": _git_commit(),
+    }
 
 
 def _start_profilers(
@@ -906,8 +935,8 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines + tail)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared with the other benches (server, load, output)."""
     parser.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per endpoint")
     parser.add_argument("--warmup", type=float, default=2.0, help="token warm-up seconds")
@@ -929,11 +958,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--output", metavar="FILE", help="also write the JSON result here")
-    args = parser.parse_args(argv)
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 1 <= args.workers <= 16 or not 1 <= args.concurrency <= 1024:
         parser.error("--workers 1..16, --concurrency 1..1024")
     if not 1 <= args.duration <= 600:
         parser.error("--duration: 1 to 600 seconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
     result = run(args)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,38 @@ class Settings(BaseSettings):
             "Access token lifetime in seconds (15 min); a tenant may lower it; never above 3600."
         ),
     )
+    exchange_token_ttl: int = Field(
+        300,
+        ge=30,
+        le=3600,
+        description=(
+            "Lifetime of a token exchanged on behalf of a user (5 min); never past the "
+            "subject token's `exp`."
+        ),
+    )
+    refresh_token_ttl: int = Field(
+        30 * 86400,
+        ge=300,
+        description=(
+            "How long a delegated session's refresh tokens last from the consent, at most "
+            "(never past the delegation's expiry); every use rotates the token."
+        ),
+    )
+    max_chain_depth: int = Field(
+        3, ge=1, le=10, description="Most actors a delegated token may carry in nested `act`."
+    )
+    dpop_nonce: bool = Field(
+        True,
+        description=(
+            "Require a server nonce in DPoP proofs at the token endpoint (RFC 9449 §8); "
+            "clients get it from the `use_dpop_nonce` error and the `DPoP-Nonce` header."
+        ),
+    )
+    session_ttl: int = Field(
+        3600,
+        ge=60,
+        description="How long a user stays logged in at `/oauth/authorize` (seconds).",
+    )
     signing_alg: str = Field(
         "ES256",
         description="Algorithm for new signing keys: `ES256` (default) or `EdDSA` (Ed25519).",

@@ -10,11 +10,16 @@ from valetkey.clock import Clock, SystemClock
 from valetkey.config import Settings
 from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
+from valetkey.oauth.delegated import Consent
+from valetkey.oauth.dpop import NonceSource
+from valetkey.oauth.grants.authorization_code import AuthorizationCodeGrant
 from valetkey.oauth.grants.client_credentials import ClientCredentialsGrant
+from valetkey.oauth.grants.refresh_token import RefreshTokenGrant
 from valetkey.oauth.grants.token_exchange import TokenExchangeGrant
 from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
+from valetkey.oauth.verification import LocalTokens
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
 from valetkey.storage.delegation_store import SqlDelegationStore
@@ -22,6 +27,7 @@ from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
+from valetkey.storage.session_store import SqlSessionStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
 
 
@@ -50,6 +56,7 @@ class Runtime:
     oauth_store: SqlOAuthStore
     audit_store: SqlAuditStore
     keys: KeyManager
+    master_key: LocalKey
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> "Runtime":
@@ -58,7 +65,8 @@ class Runtime:
         )
         if migrate:
             await upgrade(db)
-        envelope = Envelope(load_master_key(settings))
+        master_key = load_master_key(settings)
+        envelope = Envelope(master_key)
         clock = SystemClock()
         oauth_store = SqlOAuthStore(db)
         keys = KeyManager(oauth_store, envelope, clock, settings.signing_alg)
@@ -71,6 +79,7 @@ class Runtime:
             oauth_store=oauth_store,
             audit_store=SqlAuditStore(db),
             keys=keys,
+            master_key=master_key,
         )
 
     def delegations(self, correlation_id: str) -> DelegationService:
@@ -95,19 +104,43 @@ class Runtime:
         )
 
     def oauth_server(self, audit: AuditSink, hot: HotPath | None = None) -> OAuthServer:
-        issuer = self.settings.issuer
+        settings = self.settings
+        issuer = settings.issuer
+        store = self.oauth_store.with_hot_path(hot) if hot else self.oauth_store
         delegations = SqlDelegationStore(self.db)
+        sessions = SqlSessionStore(self.db)
+        tokens = LocalTokens(store, self.keys, issuer, Consent(delegations, store))
+        ttl = settings.access_token_ttl
         return OAuthServer(
-            store=self.oauth_store.with_hot_path(hot) if hot else self.oauth_store,
+            store=store,
             keys=self.keys,
             audit=audit,
             clock=self.clock,
             issuer=issuer,
             grants=[
-                ClientCredentialsGrant(issuer, self.settings.access_token_ttl),
-                TokenExchangeGrant(issuer, delegations, RemoteKeySets(self.clock)),
+                ClientCredentialsGrant(issuer, ttl),
+                TokenExchangeGrant(
+                    issuer,
+                    delegations,
+                    RemoteKeySets(self.clock),
+                    tokens,
+                    default_lifetime=settings.exchange_token_ttl,
+                    max_depth=settings.max_chain_depth,
+                ),
+                AuthorizationCodeGrant(
+                    issuer,
+                    sessions,
+                    delegations,
+                    default_lifetime=ttl,
+                    refresh_lifetime=settings.refresh_token_ttl,
+                ),
+                RefreshTokenGrant(sessions, delegations, default_lifetime=ttl),
             ],
-            delegations=delegations,
+            tokens=tokens,
+            sessions=sessions,
+            nonces=NonceSource(self.master_key.derive("dpop-nonce"))
+            if settings.dpop_nonce
+            else None,
         )
 
     async def close(self) -> None:

@@ -158,11 +158,10 @@ def test_tenant_admin_controls(tenant: TenantSetup) -> None:
         "deals:read",
         "--admin-only-scope",
         "deals:write",
-        "--require-dpop",
     )["settings"]
     assert settings["blocked_scopes"] == ["deals:read"]
     assert settings["admin_only_scopes"] == ["deals:write"]
-    assert settings["require_dpop"] is True
+    assert settings["require_dpop"] is False
     assert not active()  # the block reaches the token already out, at once
     refused = httpx.post(
         server.base_url + "/oauth/token",
@@ -171,6 +170,15 @@ def test_tenant_admin_controls(tenant: TenantSetup) -> None:
     )
     assert refused.status_code == 400
     assert refused.json()["error"] == "invalid_scope"
+    assert server.cli("tenants", "set", name, "--require-dpop")["settings"]["require_dpop"]
+    unbound = httpx.post(
+        server.base_url + "/oauth/token",
+        data={"grant_type": "client_credentials", "resource": tenant.crm},
+        auth=(agent["client_id"], agent["client_secret"]),
+    )
+    assert unbound.status_code == 400
+    assert unbound.json()["error"] == "invalid_dpop_proof"  # agents must bind their tokens
+    server.cli("tenants", "set", name, "--no-require-dpop")
     assert "blocked" in _fails(
         tenant, *_delegate(name, "sam@acme.example", agent["id"], "deals:read")
     )

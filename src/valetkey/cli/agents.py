@@ -56,6 +56,12 @@ def create(
     ),
     description: str = typer.Option("", "--description", help="What the agent does."),
     address: str = typer.Option(None, "--address", help="Default NAME@TENANT.agents."),
+    redirect_uri: list[str] = typer.Option(
+        None,
+        "--redirect-uri",
+        help="Where /oauth/authorize may send the user back (exact; loopback on any port); "
+        "repeatable.",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Create an agent with its own credentials."""
@@ -75,6 +81,7 @@ def create(
                 jwks=jwks,
                 description=description,
                 address=address,
+                redirect_uris=redirect_uri or [],
             )
             data = await _view(svc, agent, secret)
         if json:

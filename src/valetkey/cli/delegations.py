@@ -27,6 +27,15 @@ def create(
     scope: list[str] = typer.Option(..., "--scope", "-s", help="A delegated scope."),
     resource: list[str] = typer.Option(None, "--resource", help="Limit to this resource."),
     expires: str = typer.Option(None, "--expires", help="e.g. 30d; default: until revoked."),
+    mandate_action: list[str] = typer.Option(
+        None, "--mandate-action", help="Mandate template: an allowed action (e.g. read)."
+    ),
+    mandate_location: list[str] = typer.Option(
+        None, "--mandate-location", help="Mandate template: a resource pattern (crm:deals/*)."
+    ),
+    sub_agent: list[str] = typer.Option(
+        None, "--sub-agent", help="An agent this one may hand the work on to (a chain)."
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Record a user's delegation to an agent (never wider than the user's own rights)."""
@@ -40,6 +49,9 @@ def create(
                 scope,
                 resource or [],
                 parse_duration(expires) if expires else None,
+                mandate_actions=mandate_action or [],
+                mandate_locations=mandate_location or [],
+                sub_agents=sub_agent or [],
             )
         data = views.delegation(record, user.strip().lower())
         if json:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
 from valetkey.errors import Conflict, InvalidInput, NotFound
+from valetkey.identity import mandates
 from valetkey.identity.models import ROLES, Delegation, TrustedIssuer, User
 from valetkey.identity.rights import role_scopes, user_rights
 from valetkey.identity.scopes import valid_scope
@@ -129,7 +130,12 @@ class DelegationService:
         scopes: Sequence[str],
         resources: Sequence[str] = (),
         expires_in: int | None = None,
+        mandate_actions: Sequence[str] = (),
+        mandate_locations: Sequence[str] = (),
+        sub_agents: Sequence[str] = (),
     ) -> Delegation:
+        """An admin's (or the consent screen's) grant from a user to an agent; never wider
+        than the user's own rights. `sub_agents` may receive the work in a chain."""
         tenant = await self._identity.tenant(tenant_ref)
         user = await self._identity.user(tenant.id, email)
         if user.status != "active":
@@ -154,6 +160,18 @@ class DelegationService:
                 raise InvalidInput(f"unknown resource {uri!r}")
         if expires_in is not None and expires_in <= 0:
             raise InvalidInput("--expires must be in the future")
+        if bool(mandate_actions) != bool(mandate_locations):
+            raise InvalidInput("a mandate template names both actions and locations")
+        try:
+            mandate = mandates.template(mandate_actions, mandate_locations)
+        except mandates.MandateError as exc:
+            raise InvalidInput(str(exc)) from exc
+        helpers = []
+        for ref in sub_agents:
+            helper = await self._identity.agent(ref, tenant.id)
+            if helper.id == agent.id:
+                raise InvalidInput("an agent is not its own sub-agent")
+            helpers.append(helper.id)
         now = self._clock.now()
         delegation = Delegation(
             id=new_id("dlg"),
@@ -165,6 +183,8 @@ class DelegationService:
             status="active",
             created_at=now,
             expires_at=now + expires_in if expires_in else None,
+            mandate=mandate.to_detail() if mandate else None,
+            sub_agents=tuple(dict.fromkeys(helpers)),
         )
         event = self._ev(
             "delegation.created",
@@ -175,6 +195,8 @@ class DelegationService:
                 "delegation_id": delegation.id,
                 "scopes": list(chosen),
                 "resources": list(delegation.resources),
+                "mandate": delegation.mandate,
+                "sub_agents": list(delegation.sub_agents),
             },
         )
         await self._store.create_delegation(delegation, [event])

@@ -123,6 +123,7 @@ class Client:
     revoked_before: float = 0.0
     created_at: float = 0.0
     updated_at: float = 0.0
+    redirect_uris: tuple[str, ...] = ()
 
     @property
     def is_agent(self) -> bool:
@@ -175,6 +176,12 @@ class Delegation:
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+    mandate: dict[str, Any] | None = None  # a template the task mandates must stay within
+    sub_agents: tuple[str, ...] = ()  # agents this one may pass the work on to (chains)
 
     def live(self, now: float) -> bool:
         return self.status == "active" and (self.expires_at is None or self.expires_at > now)
+
+    def reaches(self, audience: str) -> bool:
+        """A delegation without resources reaches every resource of the tenant."""
+        return not self.resources or audience in self.resources

@@ -14,6 +14,7 @@ from typing import Any
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
 from valetkey.errors import Conflict, InvalidInput, NotFound
+from valetkey.identity import redirect_uris as redirect_uris_
 from valetkey.identity.models import (
     RIGHTS,
     ROLES,
@@ -239,9 +240,11 @@ class IdentityService:
         jwks: dict[str, Any] | None = None,
         description: str = "",
         address: str | None = None,
+        redirect_uris: Sequence[str] = (),
     ) -> tuple[Client, str | None]:
         """Create an agent; returns it and its client secret (None when it uses keys)."""
         tenant = await self.tenant(tenant_ref)
+        redirects = tuple(dict.fromkeys(redirect_uris_.validate(u) for u in redirect_uris))
         sponsor = await self._store.find_user(tenant.id, _email(sponsor_email))
         if sponsor.status != "active":
             raise InvalidInput("the sponsor must be an active user of the tenant")
@@ -261,6 +264,7 @@ class IdentityService:
             description=description,
             created_at=now,
             updated_at=now,
+            redirect_uris=redirects,
         )
         await self._store.create_client(
             agent,
@@ -274,6 +278,7 @@ class IdentityService:
                         "name": agent.name,
                         "scopes": list(agent.scopes),
                         "address": agent.address,
+                        "redirect_uris": list(redirects),
                     },
                 ),
                 self._ev(

@@ -1,7 +1,7 @@
 """What a grant needs to know about one request, and the store methods the endpoints use."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from valetkey.identity.models import Client, Resource, Tenant
@@ -21,6 +21,9 @@ class ClientContext:
 class RequestMeta:
     correlation_id: str
     authorization: str | None = None
+    dpop: str | None = None  # the DPoP header; None when absent or sent more than once
+    dpop_sent: bool = False  # a DPoP header came (possibly repeated, then `dpop` is None)
+    response_headers: dict[str, str] = field(default_factory=dict)  # set by the endpoint
 
 
 class OAuthStore(AssertionReplayGuard, Protocol):
@@ -42,3 +45,5 @@ class TokenRequest:
     context: ClientContext
     tenant_resources: tuple[Resource, ...]
     now: float
+    correlation_id: str = ""
+    dpop_jkt: str | None = None  # the verified DPoP proof's key thumbprint, if one came

@@ -82,6 +82,13 @@ class InvalidTarget(OAuthError):
     status_code = 400
 
 
+class InvalidAuthorizationDetails(OAuthError):
+    """The `authorization_details` are malformed or exceed what is allowed (RFC 9396 §5)."""
+
+    error = "invalid_authorization_details"
+    status_code = 400
+
+
 class UnsupportedTokenType(OAuthError):
     """The server does not support revocation of this token type."""
 

@@ -6,21 +6,19 @@ registered by type (as authlib's `AuthorizationServer` and Fosite's handlers); a
 is a new module. Every issuance and refusal is audited before the response goes out.
 """
 
-import asyncio
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
-
-from joserfc.jwk import KeySet
+from typing import Any
 
 from valetkey.audit.events import SYSTEM_TENANT, AuditEvent
 from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock
 from valetkey.identity.models import Resource
 from valetkey.identity.secrets import digest_secret
-from valetkey.oauth import client_auth
+from valetkey.oauth import client_auth, dpop, sessions
 from valetkey.oauth.context import ClientContext, OAuthStore, RequestMeta, TokenRequest
 from valetkey.oauth.errors import (
     InvalidClient,
+    InvalidGrant,
     InvalidRequest,
     InvalidScope,
     NotPermitted,
@@ -29,21 +27,8 @@ from valetkey.oauth.errors import (
 )
 from valetkey.oauth.grants import AccessTokenSpec, Grant
 from valetkey.oauth.keys import KeyManager
-from valetkey.oauth.tokens import (
-    TokenInvalid,
-    jti_generation,
-    mint_access_token,
-    verify_access_token,
-)
-
-
-class DelegationCheck(Protocol):
-    async def delegated_token_live(
-        self, tenant_id: str, user_id: str, agent_id: str, audience: str, now: float
-    ) -> bool:
-        """The user is active and still delegates `audience` to the agent."""
-        ...
-
+from valetkey.oauth.tokens import IssuedToken, mint_access_token
+from valetkey.oauth.verification import LocalTokens
 
 REPEATABLE = frozenset({"resource"})  # RFC 8707 §2 lets `resource` repeat
 
@@ -72,10 +57,14 @@ class OAuthServer:
         clock: Clock,
         issuer: str,
         grants: Sequence[Grant],
-        delegations: DelegationCheck | None = None,
+        tokens: LocalTokens,
+        sessions: sessions.SessionStore | None = None,
+        nonces: dpop.NonceSource | None = None,
     ) -> None:
         self._store = store
-        self._delegations = delegations
+        self._tokens = tokens
+        self._sessions = sessions
+        self._nonces = nonces
         self._keys = keys
         self._audit = audit
         self._clock = clock
@@ -83,8 +72,6 @@ class OAuthServer:
         self.token_endpoint = f"{issuer}/oauth/token"
         self._grants = {g.grant_type: g for g in grants}
         self._resources: dict[str, tuple[int, tuple[Resource, ...]]] = {}
-        self._key_set: tuple[frozenset[str], KeySet] | None = None
-        self._key_lock = asyncio.Lock()
 
     @property
     def grant_types(self) -> list[str]:
@@ -100,12 +87,21 @@ class OAuthServer:
             grant = self._grant_for(params.get("grant_type"))
             creds, ctx = await self._identify(params, meta)
             ctx = await self._verify_client(creds, ctx, now)
-            request = TokenRequest(params, resources, ctx, await self._tenant_resources(ctx), now)
+            jkt = await self._dpop(meta, ctx, now)
+            request = TokenRequest(
+                params,
+                resources,
+                ctx,
+                await self._tenant_resources(ctx),
+                now,
+                correlation_id=meta.correlation_id,
+                dpop_jkt=jkt,
+            )
             spec = await grant.handle(request)
             blocked = ctx.tenant.settings.blocked(spec.scopes)
             if blocked:  # one check for every grant: a blocked scope is refused everywhere
                 raise InvalidScope(f"scope {blocked[0]!r} is blocked by the tenant's admin")
-            return await self._issue(spec, ctx, params["grant_type"], meta, int(now))
+            return await self._issue(spec, ctx, params["grant_type"], meta, now, jkt)
         except OAuthError as exc:
             await self._audit.record(self._refusal(exc, ctx, params, meta, now))
             raise
@@ -122,15 +118,41 @@ class OAuthServer:
             raise UnsupportedGrantType(f"grant_type {grant_type[:64]!r} is not supported")
         return grant
 
+    async def _dpop(self, meta: RequestMeta, ctx: ClientContext, now: float) -> str | None:
+        """The proof key's thumbprint when a DPoP proof came (RFC 9449 §5), checked in full."""
+        if not meta.dpop_sent:
+            if ctx.client.is_agent and ctx.tenant.settings.require_dpop:
+                raise dpop.InvalidDPoPProof(
+                    "this tenant requires DPoP-bound tokens for agents: send a DPoP proof"
+                )
+            return None
+        try:
+            proof = await dpop.verify_proof(
+                meta.dpop,
+                method="POST",
+                url=self.token_endpoint,
+                now=now,
+                replay=self._store,
+                nonces=self._nonces,
+            )
+        except dpop.UseDPoPNonce as exc:
+            meta.response_headers["DPoP-Nonce"] = exc.nonce
+            raise
+        if self._nonces is not None:
+            meta.response_headers["DPoP-Nonce"] = self._nonces.issue(now)
+        return proof.jkt
+
     async def _issue(
         self,
         spec: AccessTokenSpec,
         ctx: ClientContext,
         grant_type: str,
         meta: RequestMeta,
-        now: int,
+        now: float,
+        jkt: str | None = None,
     ) -> dict[str, Any]:
         kid, alg, key = await self._keys.signer(ctx.active_kid)
+        extra = {**spec.extra_claims, "cnf": {"jkt": jkt}} if jkt else spec.extra_claims
         issued = mint_access_token(
             key=key,
             kid=kid,
@@ -141,11 +163,12 @@ class OAuthServer:
             audience=spec.audience,
             scope=spec.scopes,
             tenant=ctx.tenant.id,
-            now=now,
+            now=int(now),
             lifetime=spec.lifetime,
             generation=ctx.client.token_generation,
-            extra=spec.extra_claims,
+            extra=extra,
         )
+        refresh = await self._next_refresh(spec, ctx, issued, jkt, meta, now)
         await self._audit.record(
             AuditEvent(
                 type=spec.event_type,
@@ -161,16 +184,76 @@ class OAuthServer:
                     "scope": " ".join(spec.scopes),
                     "exp": issued.claims["exp"],
                     "kid": kid,
+                    **({"dpop_jkt": jkt} if jkt else {}),
+                    **({"family_id": spec.refresh.family_id} if spec.refresh else {}),
                 },
             )
         )
-        return {
+        response = {
             "access_token": issued.token,
-            "token_type": "Bearer",
+            "token_type": "DPoP" if jkt else "Bearer",
             "expires_in": spec.lifetime,
             "scope": " ".join(spec.scopes),
             **spec.response_extra,
         }
+        if refresh is not None:
+            response["refresh_token"] = refresh
+        return response
+
+    async def _next_refresh(
+        self,
+        spec: AccessTokenSpec,
+        ctx: ClientContext,
+        issued: IssuedToken,
+        jkt: str | None,
+        meta: RequestMeta,
+        now: float,
+    ) -> str | None:
+        """Store the session's next refresh token — spending the presented one in the same
+        transaction — or, when that one was spent meanwhile, revoke the whole family."""
+        plan = spec.refresh
+        if plan is None or self._sessions is None:
+            return None
+        token = sessions.new_opaque(sessions.REFRESH_PREFIX)
+        record = sessions.RefreshRecord(
+            digest=sessions.digest(token),
+            family_id=plan.family_id,
+            tenant_id=ctx.tenant.id,
+            client_id=ctx.client.id,
+            user_id=plan.user_id,
+            delegation_id=plan.delegation_id,
+            scopes=spec.scopes,
+            resource=spec.audience,
+            generation=plan.generation or ctx.client.token_generation,
+            access_jti=issued.jti,
+            access_exp=float(issued.claims["exp"]),
+            created_at=now,
+            expires_at=plan.expires_at,
+            dpop_jkt=jkt,
+            mandate=spec.mandate,
+        )
+        if not await self._sessions.rotate_refresh(plan.previous, record, now):
+            await self.revoke_family(
+                plan.family_id, ctx, meta, now, "refresh_token.reused", plan.user_id
+            )
+            raise InvalidGrant("the refresh token was already used: the session is revoked")
+        return token
+
+    async def revoke_family(
+        self,
+        family_id: str,
+        ctx: ClientContext,
+        meta: RequestMeta,
+        now: float,
+        event_type: str,
+        user_id: str | None,
+    ) -> None:
+        """End a delegated session: its refresh tokens and the access tokens they produced."""
+        assert self._sessions is not None
+        event = sessions.family_event(
+            event_type, ctx.tenant.id, family_id, now, meta.correlation_id, ctx.client.id, user_id
+        )
+        await self._sessions.revoke_family(family_id, now, [event])
 
     def _refusal(
         self,
@@ -256,48 +339,10 @@ class OAuthServer:
         token = params.get("token")
         if not token:
             raise InvalidRequest("token is required")
-        claims = await self._live_claims(token, now)
+        claims = await self._tokens.live(token, now)
         if claims is None or claims["tenant"] != caller.tenant.id:
             return {"active": False}
-        return {"active": True, "token_type": "Bearer", **claims}
-
-    async def _live_claims(self, token: str, now: float) -> dict[str, Any] | None:
-        """Claims of a token that is ours, unexpired, unrevoked and whose client is active."""
-        try:
-            claims = verify_access_token(
-                token, await self._verification_keys(token), self.issuer, now
-            )
-        except TokenInvalid:
-            return None
-        holder = await self._store.load_client_context(claims["client_id"])
-        if holder is None or not holder.client.active or holder.tenant.id != claims["tenant"]:
-            return None
-        if jti_generation(claims["jti"]) != holder.client.token_generation:
-            return None  # issued before a suspension or decommissioning
-        if holder.tenant.settings.blocked(str(claims.get("scope", "")).split()):
-            return None  # a blocked scope is refused everywhere, tokens already out included
-        if await self._store.is_revoked(claims["jti"]):
-            return None
-        act = claims.get("act")
-        if act is not None:  # on behalf of a user: the user and the consent must still stand
-            if self._delegations is None or not isinstance(act, dict):
-                return None
-            if not await self._delegations.delegated_token_live(
-                claims["tenant"], claims["sub"], claims["client_id"], str(claims["aud"]), now
-            ):
-                return None
-        return claims
-
-    async def _verification_keys(self, token: str) -> KeySet:
-        kid = client_auth.token_kid(token)
-        cached = self._key_set
-        if cached is not None and kid in cached[0]:
-            return cached[1]
-        async with self._key_lock:
-            jwks = await self._keys.jwks()
-            key_set = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
-            self._key_set = (frozenset(k["kid"] for k in jwks["keys"]), key_set)
-            return key_set
+        return {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer", **claims}
 
     # revocation (RFC 7009) -----------------------------------------------------------------
     async def revoke(self, pairs: Iterable[tuple[str, str]], meta: RequestMeta) -> None:
@@ -307,11 +352,11 @@ class OAuthServer:
         token = params.get("token")
         if not token:
             raise InvalidRequest("token is required")
-        try:
-            claims = verify_access_token(
-                token, await self._verification_keys(token), self.issuer, now
-            )
-        except TokenInvalid:
+        if token.startswith(sessions.REFRESH_PREFIX):
+            await self._revoke_refresh(token, caller, meta, now)
+            return
+        claims = await self._tokens.verified(token, now)
+        if claims is None:
             return  # RFC 7009 §2.2: an invalid token needs no revocation; answer 200
         own = claims["client_id"] == caller.client.id and claims["tenant"] == caller.tenant.id
         if own:
@@ -331,6 +376,22 @@ class OAuthServer:
             )
         )
 
+    async def _revoke_refresh(
+        self, token: str, caller: ClientContext, meta: RequestMeta, now: float
+    ) -> None:
+        """RFC 7009 §2.1: revoking a refresh token ends its session and its access tokens."""
+        if self._sessions is None:
+            return
+        record = await self._sessions.refresh_record(sessions.digest(token))
+        if record is None or record.client_id != caller.client.id:
+            return  # unknown, or another client's: nothing to say (RFC 7009 §2.2)
+        await self.revoke_family(
+            record.family_id, caller, meta, now, "refresh_token.revoked", record.user_id
+        )
+
+    def dpop_nonce(self, now: float) -> str | None:
+        return self._nonces.issue(now) if self._nonces else None
+
     # discovery (RFC 8414) ------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         methods = client_auth.AUTH_METHODS
@@ -341,8 +402,14 @@ class OAuthServer:
             "jwks_uri": f"{self.issuer}/jwks",
             "revocation_endpoint": f"{self.issuer}/oauth/revoke",
             "introspection_endpoint": f"{self.issuer}/oauth/introspect",
+            "authorization_endpoint": f"{self.issuer}/oauth/authorize",
             "grant_types_supported": self.grant_types,
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": True,
+            "authorization_details_types_supported": ["mandate"],
+            "dpop_signing_alg_values_supported": dpop.DPOP_ALGORITHMS,
             "token_endpoint_auth_methods_supported": methods,
             "token_endpoint_auth_signing_alg_values_supported": algs,
             "revocation_endpoint_auth_methods_supported": methods,

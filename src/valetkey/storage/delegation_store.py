@@ -35,6 +35,8 @@ def _delegation(row: Any) -> Delegation:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        mandate=row.mandate,
+        sub_agents=tuple(row.sub_agents or ()),
     )
 
 
@@ -96,15 +98,17 @@ class SqlDelegationStore:
         found = await self.list_delegations(tenant_id, user_id, agent_id)
         return [d for d in found if d.live(now)]
 
-    async def delegated_token_live(
-        self, tenant_id: str, user_id: str, agent_id: str, audience: str, now: float
-    ) -> bool:
+    async def user_by_id(self, user_id: str) -> User | None:
         async with self._db.read() as conn:
-            status = await conn.scalar(sa.select(users.c.status).where(users.c.id == user_id))
-        if status != "active":
-            return False
-        live = await self.live_delegations(tenant_id, user_id, agent_id, now)
-        return any(not d.resources or audience in d.resources for d in live)
+            row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
+        return rows.user(row) if row is not None else None
+
+    async def delegation_by_id(self, delegation_id: str) -> Delegation | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(sa.select(delegations).where(delegations.c.id == delegation_id))
+            ).first()
+        return _delegation(row) if row is not None else None
 
     async def set_role_scopes(
         self, tenant_id: str, role: str, scopes: list[str], events: Events = ()
@@ -141,19 +145,18 @@ class SqlDelegationStore:
                     created_at=delegation.created_at,
                     expires_at=delegation.expires_at,
                     revoked_at=delegation.revoked_at,
+                    mandate=delegation.mandate,
+                    sub_agents=list(delegation.sub_agents) or None,
                 )
             )
             await append_in(conn, self._db.is_sqlite, events)
         return delegation
 
     async def get_delegation(self, delegation_id: str) -> Delegation:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(sa.select(delegations).where(delegations.c.id == delegation_id))
-            ).first()
-        if row is None:
+        found = await self.delegation_by_id(delegation_id)
+        if found is None:
             raise NotFound(f"no delegation {delegation_id!r}")
-        return _delegation(row)
+        return found
 
     async def list_delegations(
         self, tenant_id: str, user_id: str | None = None, agent_id: str | None = None

@@ -34,9 +34,9 @@ from valetkey.storage.audit_store import chain_event
 _CLIENT_COLUMNS = (
     "id", "tenant_id", "kind", "name", "status", "secrets", "jwks", "scopes", "rights",
     "sponsor_id", "address", "description", "needs_sponsor", "revoked_before", "created_at",
-    "updated_at",
+    "updated_at", "redirect_uris",
 )  # fmt: skip
-_JSON_COLUMNS = ("secrets", "jwks", "scopes", "rights")
+_JSON_COLUMNS = ("secrets", "jwks", "scopes", "rights", "redirect_uris")
 
 
 def context_sql(param: str) -> str:

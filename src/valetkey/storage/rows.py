@@ -62,6 +62,7 @@ def client(row: Any) -> Client:
         revoked_before=row.revoked_before or 0.0,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        redirect_uris=tuple(row.redirect_uris or ()),
     )
 
 
@@ -83,4 +84,5 @@ def client_values(c: Client) -> dict[str, Any]:
         "revoked_before": c.revoked_before,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
+        "redirect_uris": list(c.redirect_uris) or None,
     }

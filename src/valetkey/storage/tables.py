@@ -67,6 +67,7 @@ clients = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("needs_sponsor", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("revoked_before", Time, nullable=False, server_default="0"),
+    sa.Column("redirect_uris", sa.JSON, nullable=True),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.UniqueConstraint("tenant_id", "kind", "name", name="uq_clients_tenant_kind_name"),
@@ -166,5 +167,52 @@ delegations = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("expires_at", Time, nullable=True),
     sa.Column("revoked_at", Time, nullable=True),
+    sa.Column("mandate", sa.JSON, nullable=True),
+    sa.Column("sub_agents", sa.JSON, nullable=True),
     sa.Index("ix_delegations_user_agent", "tenant_id", "user_id", "agent_id"),
+)
+
+# Single-use authorization codes (RFC 6749 §4.1.2), stored by digest only.
+authorization_codes = sa.Table(
+    "authorization_codes",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", Id, nullable=False),
+    sa.Column("client_id", Id, nullable=False),
+    sa.Column("user_id", Id, nullable=False),
+    sa.Column("delegation_id", Id, nullable=True),
+    sa.Column("redirect_uri", sa.String(2048), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("resource", sa.String(2048), nullable=True),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("dpop_jkt", sa.String(64), nullable=True),
+    sa.Column("mandate", sa.JSON, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False, index=True),
+    sa.Column("used_at", Time, nullable=True),
+    sa.Column("family_id", Id, nullable=True),  # the session its tokens started
+)
+
+# Refresh tokens (RFC 6749 §6, RFC 9700 §4.14.2): opaque, stored by digest, rotated on
+# every use; a family is every token descended from one grant.
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("family_id", Id, nullable=False, index=True),
+    sa.Column("tenant_id", Id, nullable=False),
+    sa.Column("client_id", Id, nullable=False),
+    sa.Column("user_id", Id, nullable=False),
+    sa.Column("delegation_id", Id, nullable=True, index=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("resource", sa.String(2048), nullable=False),
+    sa.Column("dpop_jkt", sa.String(64), nullable=True),
+    sa.Column("mandate", sa.JSON, nullable=True),
+    sa.Column("generation", sa.String(32), nullable=False),
+    sa.Column("access_jti", sa.String(128), nullable=False),
+    sa.Column("access_exp", Time, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | used | revoked
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("used_at", Time, nullable=True),
 )

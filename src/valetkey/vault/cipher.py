@@ -15,7 +15,9 @@ import os
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _VERSION = "vk1"
 
@@ -51,6 +53,7 @@ class LocalKey:
             raise ValueError("the master key must be 256 bits")
         self._aead = AESGCM(key)
         self._key_id = "local-" + hashlib.sha256(b"valetkey-kek-id" + key).hexdigest()[:12]
+        self._key = key
 
     @classmethod
     def from_text(cls, text: str) -> "LocalKey":
@@ -62,6 +65,13 @@ class LocalKey:
     @property
     def key_id(self) -> str:
         return self._key_id
+
+    def derive(self, purpose: str) -> bytes:
+        """A 256-bit key for one purpose (session cookies, DPoP nonces), the same on every
+        node that shares the master key, and useless for anything else (HKDF, RFC 5869)."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"valetkey:" + purpose.encode()
+        ).derive(self._key)
 
     def wrap(self, data_key: bytes, context: bytes) -> bytes:
         nonce = os.urandom(12)

@@ -27,8 +27,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def oauth_error_response(exc: OAuthError) -> Response:
-    headers = dict(NO_STORE)
+def oauth_error_response(exc: OAuthError, extra: dict[str, str] | None = None) -> Response:
+    headers = {**NO_STORE, **(extra or {})}
     if isinstance(exc, InvalidClient) and exc.basic_challenge:
         headers["WWW-Authenticate"] = 'Basic realm="valetkey"'
     return json_response(exc.to_json(), exc.status_code, headers)

@@ -108,6 +108,7 @@ class OAuthEndpoints:
 
     async def _handle(self, endpoint: str, scope: Scope, receive: Receive) -> Response:
         content_type, length, authorization = "", None, None
+        proofs: list[str] = []
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -115,11 +116,18 @@ class OAuthEndpoints:
                 length = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"dpop":
+                proofs.append(value.decode("latin-1"))
         server: OAuthServer = scope["app"].state.oauth
         call: Callable[[list[tuple[str, str]], RequestMeta], Awaitable[dict[str, Any] | None]] = (
             getattr(server, endpoint)
         )
-        meta = RequestMeta(correlation_id(scope), authorization)
+        meta = RequestMeta(
+            correlation_id(scope),
+            authorization,
+            dpop=proofs[0] if len(proofs) == 1 else None,  # RFC 9449 §4.3: exactly one
+            dpop_sent=bool(proofs),
+        )
         try:
             try:
                 body = await _read_body(receive, length)
@@ -130,13 +138,14 @@ class OAuthEndpoints:
                 raise
             result = await call(pairs, meta)
         except OAuthError as exc:
-            return oauth_error_response(exc)
+            return oauth_error_response(exc, meta.response_headers)
         except Exception:  # the one place an unexpected error becomes server_error
             log.exception("unhandled error on POST %s", scope["path"])
             return json_response({"error": "server_error"}, 500, NO_STORE)
+        headers = {**NO_STORE, **meta.response_headers}
         if result is None:
-            return Response(b"", 200, NO_STORE)
-        return json_response(result, 200, NO_STORE)
+            return Response(b"", 200, headers)
+        return json_response(result, 200, headers)
 
 
 _OAUTH_ERROR = {

@@ -1,35 +1,50 @@
-"""Token exchange (RFC 8693) on behalf of a user: the agent presents the user's identity
-assertion from a trusted issuer and gets a short token with `sub` = the user and
-`act.sub` = itself.
+"""Token exchange (RFC 8693) on behalf of a user: the agent authenticates as itself and
+presents the user's identity — an assertion from a trusted issuer, or a ValetKey token that
+names the user — and gets a short token with `sub` = the user and `act.sub` = itself.
 
 Effective scope = requested ∩ the user's rights ∩ what the user delegated to this agent ∩
-what the agent is allowed — never wider. This step takes assertions from trusted issuers;
-ValetKey's own user tokens, actor tokens and chains, mandates, refresh tokens and DPoP
-come next (issue 3).
+what the agent is allowed — never wider. A delegated token may be exchanged again by a
+sub-agent the delegation names: `act` nests (newest actor outermost), rights and mandate
+only narrow, the audience stays, the depth is bounded and no actor appears twice.
 """
 
 import base64
 import binascii
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from valetkey.identity.models import Delegation, TrustedIssuer, User
-from valetkey.identity.rights import user_rights
+from valetkey.identity.mandates import (
+    Mandate,
+    MandateError,
+    parse_authorization_details,
+    parse_mandate,
+)
+from valetkey.identity.models import Delegation, User
 from valetkey.identity.scopes import closure, parse_scope_param
 from valetkey.oauth import audience
 from valetkey.oauth.client_auth import ASSERTION_ALGORITHMS
 from valetkey.oauth.context import TokenRequest
+from valetkey.oauth.delegated import (
+    DelegatedStore,
+    active_user,
+    covering,
+    effective_scopes,
+    rights_of,
+)
 from valetkey.oauth.errors import (
+    InvalidAuthorizationDetails,
     InvalidGrant,
     InvalidRequest,
+    InvalidScope,
     InvalidTarget,
     UnauthorizedClient,
 )
 from valetkey.oauth.grants import AccessTokenSpec
 from valetkey.oauth.remote_keys import KeyFetchError, RemoteKeySets
+from valetkey.oauth.verification import LocalTokens, actors
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -37,16 +52,8 @@ ASSERTION_TYPES = (
     "urn:ietf:params:oauth:token-type:jwt",
     "urn:ietf:params:oauth:token-type:id_token",
 )
+SUBJECT_TYPES = (*ASSERTION_TYPES, ACCESS_TOKEN_TYPE)
 LEEWAY = 30
-
-
-class ExchangeStore(Protocol):
-    async def trusted_issuer(self, tenant_id: str, issuer: str) -> TrustedIssuer | None: ...
-    async def user_by_email(self, tenant_id: str, email: str) -> User | None: ...
-    async def live_delegations(
-        self, tenant_id: str, user_id: str, agent_id: str, now: float
-    ) -> list[Delegation]: ...
-    async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]: ...
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -63,28 +70,62 @@ def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, payload
 
 
-def _covering(delegations: list[Delegation], uri: str) -> list[Delegation]:
-    """The delegations that reach `uri` (one without resources reaches every resource)."""
-    covering = [d for d in delegations if not d.resources or uri in d.resources]
-    if not covering:
-        raise InvalidTarget("the user did not delegate this resource to this agent")
-    return covering
+def _token_mandate(claims: dict[str, Any]) -> Mandate | None:
+    details = claims.get("authorization_details")
+    if not details:
+        return None
+    try:
+        return parse_mandate(details[0] if isinstance(details, list) else details)
+    except MandateError:
+        return None
+
+
+def _requested_mandate(params: Any) -> Mandate | None:
+    raw = params.get("authorization_details")
+    if raw is None:
+        return None
+    try:
+        return parse_authorization_details(raw)
+    except MandateError as exc:
+        raise InvalidAuthorizationDetails(str(exc)) from exc
+
+
+def _within_templates(requested: Mandate | None, delegations: list[Delegation]) -> Mandate | None:
+    """The token's mandate: the one asked for, inside a delegation's template if any has one."""
+    templates = [parse_mandate(d.mandate) for d in delegations if d.mandate]
+    if not templates:
+        return requested
+    if requested is None:
+        return templates[0]
+    reasons = [t.narrowed(requested) for t in templates if requested.within(t) is None]
+    if not reasons:
+        raise InvalidAuthorizationDetails(str(requested.within(templates[0])))
+    return reasons[0]
 
 
 class TokenExchangeGrant:
     grant_type = GRANT_TYPE
     parameters = frozenset(
         {"subject_token", "subject_token_type", "actor_token", "actor_token_type",
-         "requested_token_type", "resource", "audience", "scope"}
+         "requested_token_type", "resource", "audience", "scope", "authorization_details"}
     )  # fmt: skip
 
     def __init__(
-        self, issuer: str, store: ExchangeStore, keys: RemoteKeySets, default_lifetime: int = 300
+        self,
+        issuer: str,
+        store: DelegatedStore,
+        keys: RemoteKeySets,
+        tokens: LocalTokens,
+        *,
+        default_lifetime: int = 300,
+        max_depth: int = 3,
     ) -> None:
         self._issuer = issuer
         self._store = store
         self._keys = keys
+        self._tokens = tokens
         self._default_lifetime = default_lifetime
+        self._max_depth = max_depth
 
     async def handle(self, request: TokenRequest) -> AccessTokenSpec:
         agent = request.context.client
@@ -93,41 +134,137 @@ class TokenExchangeGrant:
         if not agent.is_agent:
             raise UnauthorizedClient("only agents exchange tokens on behalf of users")
         self._check_parameters(params)
-        claims = await self._verified_assertion(tenant.id, params["subject_token"], request.now)
-        user = await self._subject_user(tenant.id, claims)
+        mandate = _requested_mandate(params)
+        if "actor_token" in params:
+            await self._check_actor(request)
+        token = params["subject_token"]
+        if params["subject_token_type"] == ACCESS_TOKEN_TYPE:
+            claims = await self._tokens.live(token, request.now)
+            if claims is None:
+                raise InvalidRequest("subject_token is not an active ValetKey access token")
+            if claims["tenant"] != tenant.id:
+                raise InvalidRequest("the subject token belongs to another tenant")
+            if "act" in claims:
+                return await self._chain(request, claims, mandate)
+            if claims["sub"] == claims["client_id"]:
+                raise InvalidRequest("the subject token does not name a user")
+            if claims["aud"] != self._issuer:
+                raise InvalidRequest("a user's token for exchange must be issued for ValetKey")
+            user = active_user(await self._store.user_by_id(claims["sub"]), tenant.id)
+        else:
+            claims = await self._verified_assertion(tenant.id, token, request.now)
+            user = await self._subject_user(tenant.id, claims)
+        return await self._for_user(request, user, float(claims["exp"]), mandate)
+
+    async def _for_user(
+        self, request: TokenRequest, user: User, expires: float, mandate: Mandate | None
+    ) -> AccessTokenSpec:
+        agent = request.context.client
+        tenant = request.context.tenant
         delegations = await self._store.live_delegations(tenant.id, user.id, agent.id, request.now)
         if not delegations:
             raise InvalidGrant(f"no delegation: {user.email} has not consented to this agent")
         uris = self._requested_resources(request)
-        requested = parse_scope_param(params.get("scope", "")) or None
+        requested = parse_scope_param(request.params.get("scope", "")) or None
         if uris:
-            delegations = _covering(delegations, uris[0])
-        effective = await self._effective_scopes(request, user, delegations)
+            delegations = covering(delegations, uris[0])
+        rights = await rights_of(self._store, user, request.tenant_resources)
+        effective = self._effective(request, rights, delegations)
         chosen = audience.select(
             request.tenant_resources, uris, requested, sorted(effective), self._issuer
         )
-        covering = _covering(delegations, chosen.audience)
-        if covering != delegations:  # only what was delegated for the chosen audience counts
-            effective = await self._effective_scopes(request, user, covering)
+        reaching = covering(delegations, chosen.audience)
+        if reaching != delegations:  # only what was delegated for the chosen audience counts
+            effective = self._effective(request, rights, reaching)
             chosen = audience.select(
                 request.tenant_resources, [chosen.audience] if chosen.resource else [],
                 requested, sorted(effective), self._issuer,
             )  # fmt: skip
+        return self._spec(
+            request, user, chosen.audience, chosen.scopes, expires,
+            {"sub": agent.id}, _within_templates(mandate, reaching),
+        )  # fmt: skip
+
+    async def _chain(
+        self, request: TokenRequest, claims: dict[str, Any], mandate: Mandate | None
+    ) -> AccessTokenSpec:
+        """A sub-agent takes over a delegated token: the audience stays, everything narrows."""
+        agent = request.context.client
+        tenant = request.context.tenant
+        chain = actors(claims["act"])
+        if not chain:
+            raise InvalidRequest("the subject token's act claim is malformed")
+        if agent.id in chain:
+            raise InvalidGrant("an agent may appear only once in a delegation chain")
+        if len(chain) + 1 > self._max_depth:
+            raise InvalidGrant(f"a delegation chain holds at most {self._max_depth} actors")
+        user = active_user(await self._store.user_by_id(claims["sub"]), tenant.id)
+        aud = str(claims["aud"])
+        if any(uri != aud for uri in self._requested_resources(request)):
+            raise InvalidTarget("a chained token keeps the audience of the token it replaces")
+        delegations = await self._store.live_delegations(tenant.id, user.id, chain[-1], request.now)
+        reaching = [d for d in delegations if d.reaches(aud)]
+        helpers = {agent.id, *chain[:-1]}
+        if not any(helpers <= set(d.sub_agents) for d in reaching):
+            raise InvalidGrant(
+                f"no delegation: {user.email} has not allowed this agent as a sub-agent"
+            )
+        held = str(claims.get("scope", "")).split()
+        rights = await rights_of(self._store, user, request.tenant_resources)
+        allowed = closure(agent.scopes, audience.all_implications(request.tenant_resources))
+        effective = [s for s in held if s in allowed and s in rights]
+        requested = parse_scope_param(request.params.get("scope", "")) or None
+        if requested is not None:
+            for scope in requested:
+                if scope not in effective:
+                    raise InvalidScope(f"scope {scope!r} is beyond what this chain may hold")
+            effective = requested
+        if not effective:
+            raise InvalidScope("this agent may hold none of the delegated token's scopes")
+        outer = _token_mandate(claims)
+        if outer is not None:
+            try:
+                narrowed: Mandate | None = outer.narrowed(mandate)
+            except MandateError as exc:
+                raise InvalidAuthorizationDetails(str(exc)) from exc
+        else:
+            narrowed = _within_templates(mandate, reaching)
+        return self._spec(
+            request, user, aud, tuple(effective), float(claims["exp"]),
+            {"sub": agent.id, "act": claims["act"]}, narrowed,
+        )  # fmt: skip
+
+    def _spec(
+        self,
+        request: TokenRequest,
+        user: User,
+        aud: str,
+        scopes: tuple[str, ...],
+        expires: float,
+        act: dict[str, Any],
+        mandate: Mandate | None,
+    ) -> AccessTokenSpec:
+        settings = request.context.tenant.settings
         lifetime = min(
-            tenant.settings.access_token_lifetime(self._default_lifetime),
-            int(float(claims["exp"]) - request.now),
+            self._default_lifetime, settings.max_token_lifetime, int(expires - request.now)
         )
         if lifetime <= 0:
             raise InvalidRequest("subject_token has expired")
+        detail = [mandate.to_detail()] if mandate else None
+        extra: dict[str, Any] = {"act": act}
+        response_extra: dict[str, Any] = {"issued_token_type": ACCESS_TOKEN_TYPE}
+        if detail:
+            extra["authorization_details"] = detail
+            response_extra["authorization_details"] = detail
         return AccessTokenSpec(
             subject=user.id,
-            audience=chosen.audience,
-            scopes=chosen.scopes,
+            audience=aud,
+            scopes=scopes,
             lifetime=lifetime,
-            extra_claims={"act": {"sub": agent.id}},
+            extra_claims=extra,
             event_type="token.exchanged",
             user_id=user.id,
-            response_extra={"issued_token_type": ACCESS_TOKEN_TYPE},
+            response_extra=response_extra,
         )
 
     @staticmethod
@@ -136,15 +273,23 @@ class TokenExchangeGrant:
             raise InvalidRequest("subject_token and subject_token_type are required")
         if ("actor_token" in params) != ("actor_token_type" in params):
             raise InvalidRequest("actor_token and actor_token_type go together")
-        if "actor_token" in params:
-            raise InvalidRequest("actor tokens are not supported yet")
         wanted = params.get("requested_token_type")
         if wanted not in (None, ACCESS_TOKEN_TYPE):
             raise InvalidRequest("only access tokens can be requested")
-        if params["subject_token_type"] not in ASSERTION_TYPES:
+        if params["subject_token_type"] not in SUBJECT_TYPES:
             raise InvalidRequest(
-                "subject_token_type must be an identity assertion (token-type:jwt or id_token)"
+                "subject_token_type must be an identity assertion (token-type:jwt or "
+                "id_token) or a ValetKey access token (token-type:access_token)"
             )
+
+    async def _check_actor(self, request: TokenRequest) -> None:
+        """RFC 8693 §2.1: the actor token names the acting party — here, the calling agent."""
+        if request.params["actor_token_type"] != ACCESS_TOKEN_TYPE:
+            raise InvalidRequest("actor_token_type must be token-type:access_token")
+        claims = await self._tokens.live(request.params["actor_token"], request.now)
+        agent = request.context.client
+        if claims is None or claims["sub"] != agent.id or claims["client_id"] != agent.id:
+            raise InvalidRequest("actor_token is not an active token of the calling agent")
 
     async def _verified_assertion(self, tenant_id: str, token: str, now: float) -> dict[str, Any]:
         header, unverified = _unverified(token)
@@ -202,15 +347,13 @@ class TokenExchangeGrant:
             uris.append(request.params["audience"])
         return uris
 
-    async def _effective_scopes(
-        self, request: TokenRequest, user: User, delegations: list[Delegation]
+    @staticmethod
+    def _effective(
+        request: TokenRequest, rights: set[str], delegations: list[Delegation]
     ) -> set[str]:
-        resources = request.tenant_resources
-        implies: dict[str, set[str]] = {}
-        for resource in resources:
-            for scope, lower in resource.implies.items():
-                implies.setdefault(scope, set()).update(lower)
-        rights = user_rights(user.roles, await self._store.role_scopes(user.tenant_id), resources)
-        delegated = closure([s for d in delegations for s in d.scopes], implies)
-        allowed = closure(request.context.client.scopes, implies)
-        return rights & delegated & allowed
+        return effective_scopes(
+            request.tenant_resources,
+            rights,
+            [s for d in delegations for s in d.scopes],
+            request.context.client.scopes,
+        )

@@ -1,0 +1,162 @@
+"""What every token issued on behalf of a user has in common, whichever grant issues it
+(token exchange, authorization code, refresh): the consent behind it, the user's rights,
+and the rule that the effective scope is the intersection — never wider.
+"""
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from valetkey.identity.models import Delegation, Resource, TrustedIssuer, User
+from valetkey.identity.rights import user_rights
+from valetkey.identity.scopes import closure, parse_scope_param
+from valetkey.oauth.audience import all_implications
+from valetkey.oauth.context import ClientContext, TokenRequest
+from valetkey.oauth.errors import InvalidGrant, InvalidScope, InvalidTarget
+from valetkey.oauth.grants import AccessTokenSpec, RefreshPlan
+from valetkey.oauth.verification import actors
+
+
+class DelegatedStore(Protocol):
+    async def trusted_issuer(self, tenant_id: str, issuer: str) -> TrustedIssuer | None: ...
+    async def user_by_email(self, tenant_id: str, email: str) -> User | None: ...
+    async def user_by_id(self, user_id: str) -> User | None: ...
+    async def live_delegations(
+        self, tenant_id: str, user_id: str, agent_id: str, now: float
+    ) -> list[Delegation]: ...
+    async def delegation_by_id(self, delegation_id: str) -> Delegation | None: ...
+    async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]: ...
+
+
+class ClientLoader(Protocol):
+    async def load_client_context(self, client_id: str) -> ClientContext | None: ...
+
+
+def covering(delegations: Sequence[Delegation], uri: str) -> list[Delegation]:
+    """The delegations that reach `uri`; none is `invalid_target`."""
+    found = [d for d in delegations if d.reaches(uri)]
+    if not found:
+        raise InvalidTarget("the user did not delegate this resource to this agent")
+    return found
+
+
+async def rights_of(store: DelegatedStore, user: User, resources: Sequence[Resource]) -> set[str]:
+    return user_rights(user.roles, await store.role_scopes(user.tenant_id), resources)
+
+
+def effective_scopes(
+    resources: Sequence[Resource],
+    rights: set[str],
+    delegated: Sequence[str],
+    allowed: Sequence[str],
+) -> set[str]:
+    """The user's rights ∩ what they delegated ∩ what the agent may hold (with implications)."""
+    implies = all_implications(resources)
+    return rights & closure(delegated, implies) & closure(allowed, implies)
+
+
+def active_user(user: User | None, tenant_id: str) -> User:
+    if user is None or user.tenant_id != tenant_id:
+        raise InvalidGrant("the subject is not a user of this tenant")
+    if user.status != "active":
+        raise InvalidGrant("the user is deactivated")
+    return user
+
+
+class Consent:
+    """Does a token that names a user still stand? The user must be active; with agents
+    acting, the user's delegation to the first actor must still reach the token's
+    audience, and name every later actor as an allowed sub-agent, all of them active."""
+
+    def __init__(self, store: DelegatedStore, clients: ClientLoader) -> None:
+        self._store = store
+        self._clients = clients
+
+    async def subject_live(self, claims: dict[str, Any], now: float) -> bool:
+        user = await self._store.user_by_id(str(claims["sub"]))
+        if user is None or user.status != "active" or user.tenant_id != claims["tenant"]:
+            return False
+        if "act" not in claims:
+            return True  # the user's own token
+        chain = actors(claims["act"])
+        if not chain or chain[0] != claims["client_id"]:
+            return False
+        delegations = await self._store.live_delegations(user.tenant_id, user.id, chain[-1], now)
+        reaching = [d for d in delegations if d.reaches(str(claims["aud"]))]
+        helpers = set(chain[:-1])
+        if not any(helpers <= set(d.sub_agents) for d in reaching):
+            return False
+        for actor in chain[1:]:  # the outermost actor is the token's client, checked already
+            ctx = await self._clients.load_client_context(actor)
+            if ctx is None or not ctx.client.active:
+                return False
+        return True
+
+
+async def session_scopes(
+    store: DelegatedStore,
+    request: TokenRequest,
+    user: User,
+    delegation: Delegation | None,
+    granted: Sequence[str],
+) -> tuple[str, ...]:
+    """What a delegated session may still hold now: the scopes it was granted, narrowed by
+    `scope` if asked, and by today's rights and consent (a role may have lost a scope)."""
+    requested = parse_scope_param(request.params.get("scope", "")) or None
+    if requested is not None:
+        for scope in requested:
+            if scope not in granted:
+                raise InvalidScope(f"scope {scope!r} was not granted to this session")
+    rights = await rights_of(store, user, request.tenant_resources)
+    if delegation is not None:
+        rights = effective_scopes(
+            request.tenant_resources, rights, delegation.scopes, request.context.client.scopes
+        )
+    kept = tuple(s for s in (requested or granted) if s in rights)
+    if not kept:
+        raise InvalidGrant("the user no longer holds any of this session's scopes")
+    return kept
+
+
+def session_spec(
+    request: TokenRequest,
+    user: User,
+    delegation: Delegation | None,
+    audience: str,
+    scopes: tuple[str, ...],
+    mandate: dict[str, Any] | None,
+    refresh: RefreshPlan,
+    event_type: str,
+    default_lifetime: int,
+) -> AccessTokenSpec:
+    """An access token for a session: the user's own, or an agent's on their behalf."""
+    client = request.context.client
+    extra: dict[str, Any] = {}
+    if client.is_agent:
+        if delegation is None:
+            raise InvalidGrant("no delegation: the user has not consented to this agent")
+        extra["act"] = {"sub": client.id}
+    if mandate:
+        extra["authorization_details"] = [mandate]
+    return AccessTokenSpec(
+        subject=user.id,
+        audience=audience,
+        scopes=scopes,
+        lifetime=request.context.tenant.settings.access_token_lifetime(default_lifetime),
+        extra_claims=extra,
+        event_type=event_type,
+        user_id=user.id,
+        refresh=refresh,
+        mandate=mandate,
+        response_extra={"authorization_details": [mandate]} if mandate else {},
+    )
+
+
+async def live_delegation(
+    store: DelegatedStore, delegation_id: str | None, client_id: str, now: float
+) -> Delegation | None:
+    if delegation_id is None:
+        return None
+    found = await store.delegation_by_id(delegation_id)
+    if found is None or not found.live(now) or found.agent_id != client_id:
+        raise InvalidGrant("the user's consent for this session was revoked or has expired")
+    return found

@@ -1,0 +1,85 @@
+"""Is this one of our access tokens, and does it still stand? Shared by introspection,
+revocation and token exchange (a delegated or user token presented as `subject_token`).
+
+A token stands while its signature, issuer and expiry check out, its client is active and
+of the same token generation, none of its scopes is blocked, it was not revoked, and — for
+a token that names a user — the user is active and, when agents act for them, the consent
+behind every actor still holds.
+"""
+
+import asyncio
+from typing import Any, Protocol
+
+from joserfc.jwk import KeySet
+
+from valetkey.oauth import client_auth
+from valetkey.oauth.context import OAuthStore
+from valetkey.oauth.keys import KeyManager
+from valetkey.oauth.tokens import TokenInvalid, jti_generation, verify_access_token
+
+
+class SubjectCheck(Protocol):
+    async def subject_live(self, claims: dict[str, Any], now: float) -> bool:
+        """The user the token names is active, and every actor's consent still stands."""
+        ...
+
+
+def actors(act: Any) -> list[str]:
+    """The actors of a nested `act` claim, newest (outermost) first; [] when malformed."""
+    found: list[str] = []
+    while act is not None:
+        if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
+            return []
+        found.append(act["sub"])
+        act = act.get("act")
+    return found
+
+
+class LocalTokens:
+    def __init__(
+        self, store: OAuthStore, keys: KeyManager, issuer: str, subjects: SubjectCheck | None
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._issuer = issuer
+        self._subjects = subjects
+        self._key_set: tuple[frozenset[str], KeySet] | None = None
+        self._key_lock = asyncio.Lock()
+
+    async def verified(self, token: str, now: float) -> dict[str, Any] | None:
+        """Claims of a token signed by us and unexpired (not yet checked for liveness)."""
+        try:
+            return verify_access_token(token, await self._key_set_for(token), self._issuer, now)
+        except TokenInvalid:
+            return None
+
+    async def live(self, token: str, now: float) -> dict[str, Any] | None:
+        claims = await self.verified(token, now)
+        if claims is None or not await self.standing(claims, now):
+            return None
+        return claims
+
+    async def standing(self, claims: dict[str, Any], now: float) -> bool:
+        holder = await self._store.load_client_context(claims["client_id"])
+        if holder is None or not holder.client.active or holder.tenant.id != claims["tenant"]:
+            return False
+        if jti_generation(claims["jti"]) != holder.client.token_generation:
+            return False  # issued before a suspension or decommissioning
+        if holder.tenant.settings.blocked(str(claims.get("scope", "")).split()):
+            return False  # a blocked scope is refused everywhere, tokens already out included
+        if await self._store.is_revoked(claims["jti"]):
+            return False
+        if claims["sub"] == claims["client_id"] and "act" not in claims:
+            return True  # an agent's own token
+        return self._subjects is not None and await self._subjects.subject_live(claims, now)
+
+    async def _key_set_for(self, token: str) -> KeySet:
+        kid = client_auth.token_kid(token)
+        cached = self._key_set
+        if cached is not None and kid in cached[0]:
+            return cached[1]
+        async with self._key_lock:
+            jwks = await self._keys.jwks()
+            key_set = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+            self._key_set = (frozenset(k["kid"] for k in jwks["keys"]), key_set)
+            return key_set
