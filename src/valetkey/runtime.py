@@ -1,6 +1,7 @@
 """The composition root: settings in, wired services out. The CLI and the web app start here."""
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,17 @@ class Runtime:
             master_key=master_key,
         )
 
+    @functools.cached_property
+    def delegation_store(self) -> SqlDelegationStore:
+        return SqlDelegationStore(self.db)
+
+    @functools.cached_property
+    def session_store(self) -> SqlSessionStore:
+        return SqlSessionStore(self.db)
+
     def delegations(self, correlation_id: str) -> DelegationService:
         return DelegationService(
-            self.identity(correlation_id), SqlDelegationStore(self.db), self.clock, correlation_id
+            self.identity(correlation_id), self.delegation_store, self.clock, correlation_id
         )
 
     def identity(self, correlation_id: str) -> IdentityService:
@@ -107,8 +116,8 @@ class Runtime:
         settings = self.settings
         issuer = settings.issuer
         store = self.oauth_store.with_hot_path(hot) if hot else self.oauth_store
-        delegations = SqlDelegationStore(self.db)
-        sessions = SqlSessionStore(self.db)
+        delegations = self.delegation_store
+        sessions = self.session_store
         tokens = LocalTokens(store, self.keys, issuer, Consent(delegations, store))
         ttl = settings.access_token_ttl
         return OAuthServer(

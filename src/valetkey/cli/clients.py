@@ -24,13 +24,21 @@ def create(
     right: list[str] = typer.Option(
         None, "--right", help="introspect (call /oauth/introspect) or pdp; repeatable."
     ),
+    redirect_uri: list[str] = typer.Option(
+        None,
+        "--redirect-uri",
+        help="Where /oauth/authorize sends a signed-in user back (exact; loopback on any "
+        "port); repeatable. Such a client gets the user's own tokens.",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Create a service client."""
 
     async def go() -> None:
         async with identity() as (_, svc):
-            client, secret = await svc.create_service_client(tenant, name, right or [])
+            client, secret = await svc.create_service_client(
+                tenant, name, right or [], redirect_uri or []
+            )
         data = views.service_client(client, secret)
         if json:
             print_json(data)

@@ -78,6 +78,7 @@ def service_client(c: Client, secret: str | None = None) -> dict[str, Any]:
         "name": c.name,
         "tenant": c.tenant_id,
         "rights": list(c.rights),
+        "redirect_uris": list(c.redirect_uris),
         "status": c.status,
     }
     if secret is not None:

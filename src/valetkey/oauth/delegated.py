@@ -112,7 +112,7 @@ async def session_scopes(
             request.tenant_resources, rights, delegation.scopes, request.context.client.scopes
         )
     kept = tuple(s for s in (requested or granted) if s in rights)
-    if not kept:
+    if granted and not kept:  # (a plain sign-in grants no scope and stays one)
         raise InvalidGrant("the user no longer holds any of this session's scopes")
     return kept
 

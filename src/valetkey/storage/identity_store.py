@@ -101,6 +101,13 @@ class SqlIdentityStore:
             )
             return [rows.user(r) for r in result]
 
+    async def password_hash(self, user_id: str) -> str | None:
+        async with self._db.read() as conn:
+            stored = await conn.scalar(
+                sa.select(users.c.password_hash).where(users.c.id == user_id)
+            )
+        return str(stored) if stored else None
+
     async def set_password_hash(
         self, user: User, password_hash: str, now: float, events: Events = ()
     ) -> None:

@@ -15,7 +15,7 @@ from valetkey import __version__
 from valetkey.audit.writer import BatchingAuditWriter
 from valetkey.config import Settings
 from valetkey.runtime import Runtime
-from valetkey.web import errors, oauth_routes
+from valetkey.web import authorize, errors, oauth_routes
 from valetkey.web.correlation import CorrelationMiddleware
 from valetkey.web.errors import json_response
 
@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
         writer = BatchingAuditWriter(hot, settings.audit_batch_max)
         writer.start()
         app.state.oauth = runtime.oauth_server(writer, hot)
+        app.state.audit = writer
         app.state.runtime = runtime
         purger = asyncio.create_task(_purge_expired(runtime))
         try:
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
     )
     errors.install(app)
+    app.include_router(authorize.router)
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 

@@ -1,0 +1,430 @@
+"""`/oauth/authorize`: ValetKey's own user login and the consent screen (HTML, minimal; the
+console issue styles it). The rules live in `valetkey.oauth.authorize`; this module adds
+cookies, forms and pages.
+
+Two cookies, both HttpOnly: `vk_csrf` (random, double-submitted in every form) and
+`vk_session` (the signed-in user, HMAC-signed with a key derived from the master key, so
+every node accepts it). A page never holds a secret; the password goes straight to
+argon2id and nowhere else.
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+from html import escape
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from valetkey.audit.events import AuditEvent
+from valetkey.errors import ValetKeyError
+from valetkey.identity.mandates import Mandate
+from valetkey.identity.models import Delegation, User
+from valetkey.identity.scopes import closure
+from valetkey.oauth import sessions
+from valetkey.oauth.audience import all_implications
+from valetkey.oauth.authorize import (
+    AuthorizationRequest,
+    AuthorizeError,
+    check_client,
+    parse_request,
+    single_values,
+)
+from valetkey.runtime import Runtime
+from valetkey.web.correlation import correlation_id
+
+router = APIRouter()
+CSRF_COOKIE = "vk_csrf"
+SESSION_COOKIE = "vk_session"
+MAX_QUERY = 8192
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+_PARAMS_DOC = [
+    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+    for name in ("response_type", "client_id", "redirect_uri", "scope", "state", "resource",
+                 "code_challenge", "code_challenge_method", "authorization_details", "prompt",
+                 "dpop_jkt")
+]  # fmt: skip
+_FORM_DOC = {
+    "requestBody": {
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "string"}
+                        for name in ("q", "action", "csrf", "email", "password")
+                    },
+                }
+            }
+        }
+    }
+}
+
+
+# cookies -------------------------------------------------------------------------------------
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _session_key(runtime: Runtime) -> bytes:
+    return runtime.master_key.derive("session-cookie")
+
+
+def _sign_session(runtime: Runtime, user: User, now: float) -> str:
+    payload = _b64(
+        orjson.dumps(
+            {"u": user.id, "t": user.tenant_id, "e": int(now) + runtime.settings.session_ttl}
+        )
+    )
+    mac = hmac.new(_session_key(runtime), payload.encode(), hashlib.sha256).digest()
+    return payload + "." + _b64(mac)
+
+
+async def _session_user(request: Request, runtime: Runtime, tenant_id: str) -> User | None:
+    """The signed-in user of this tenant, if the cookie is genuine, fresh and they are active."""
+    raw = request.cookies.get(SESSION_COOKIE, "")
+    payload, _, mac = raw.partition(".")
+    if not payload or not mac:
+        return None
+    expected = hmac.new(_session_key(runtime), payload.encode(), hashlib.sha256).digest()
+    try:
+        if not hmac.compare_digest(expected, _unb64(mac)):
+            return None
+        data = orjson.loads(_unb64(payload))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    if data.get("t") != tenant_id or int(data.get("e", 0)) <= runtime.clock.now():
+        return None
+    user = await runtime.delegation_store.user_by_id(str(data.get("u")))
+    return user if user is not None and user.status == "active" else None
+
+
+def _secure(runtime: Runtime) -> bool:
+    return runtime.settings.issuer.startswith("https://")
+
+
+def _csrf(request: Request) -> str:
+    token = request.cookies.get(CSRF_COOKIE, "")
+    return token if len(token) == 43 else secrets.token_urlsafe(32)
+
+
+def _with_csrf(response: Response, runtime: Runtime, token: str) -> Response:
+    response.set_cookie(
+        CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(runtime),
+        path="/oauth/authorize",
+    )  # fmt: skip
+    return response
+
+
+# pages ---------------------------------------------------------------------------------------
+_STYLE = (
+    "body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem}"
+    "dt{font-weight:600}dd{margin:0 0 .6rem}code{background:#f3f3f3;padding:0 .2rem}"
+    "input{display:block;margin:.2rem 0 .8rem;padding:.4rem;width:100%}"
+    "button{padding:.5rem 1.2rem;margin-right:.6rem}.error{color:#a00}"
+)
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)} · ValetKey</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return HTMLResponse(html, status, headers=_PAGE_HEADERS)
+
+
+def _hidden(query: str, csrf: str) -> str:
+    return (
+        f'<input type="hidden" name="q" value="{escape(query)}">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+    )
+
+
+def _login_page(req: AuthorizationRequest, query: str, csrf: str, error: str = "") -> HTMLResponse:
+    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = (
+        f"<p>Sign in to {escape(req.tenant.name)} to continue to "
+        f"<strong>{escape(req.client.name)}</strong>.</p>{message}"
+        f'<form method="post" action="/oauth/authorize">{_hidden(query, csrf)}'
+        '<label>Email<input name="email" type="email" autocomplete="username" required></label>'
+        '<label>Password<input name="password" type="password" '
+        'autocomplete="current-password" required></label>'
+        '<button name="action" value="login" type="submit">Sign in</button></form>'
+    )
+    return _page("Sign in", body, 401 if error else 200)
+
+
+def _list(items: list[str]) -> str:
+    return "<ul>" + "".join(f"<li><code>{escape(i)}</code></li>" for i in items) + "</ul>"
+
+
+def _consent_page(
+    req: AuthorizationRequest,
+    user: User,
+    sponsor: str | None,
+    granted: list[str],
+    withheld: list[str],
+    query: str,
+    csrf: str,
+) -> HTMLResponse:
+    agent = req.client
+    mandate = ""
+    if req.mandate is not None:
+        said = req.mandate.user_request
+        mandate = (
+            "<dt>For this task</dt><dd>actions " + _list(list(req.mandate.actions))
+            + "on " + _list(list(req.mandate.locations))
+            + (f"<blockquote>{escape(said)}</blockquote>" if said else "") + "</dd>"
+        )  # fmt: skip
+    missing = (
+        f"<dt>Not granted (you do not hold them)</dt><dd>{_list(withheld)}</dd>" if withheld else ""
+    )
+    body = (
+        f"<p>Signed in as <strong>{escape(user.email)}</strong>.</p>"
+        f"<p>The agent <strong>{escape(agent.name)}</strong> asks to act on your behalf.</p>"
+        f"<dl><dt>Agent</dt><dd>{escape(agent.name)} (<code>{escape(agent.id)}</code>)</dd>"
+        f"<dt>Address</dt><dd>{escape(agent.address or '')}</dd>"
+        f"<dt>Sponsor</dt><dd>{escape(sponsor or 'none')}</dd>"
+        + (f"<dt>What it does</dt><dd>{escape(agent.description)}</dd>"
+           if agent.description else "")
+        + f"<dt>Resource</dt><dd><code>{escape(req.audience)}</code></dd>"
+        f"<dt>Scopes</dt><dd>{_list(granted)}</dd>{missing}{mandate}</dl>"
+        f'<form method="post" action="/oauth/authorize">{_hidden(query, csrf)}'
+        '<button name="action" value="allow" type="submit">Allow</button>'
+        '<button name="action" value="deny" type="submit">Deny</button></form>'
+    )  # fmt: skip
+    return _page("Allow this agent?", body)
+
+
+def _error_page(exc: AuthorizeError) -> HTMLResponse:
+    body = (
+        f"<p>This sign-in request cannot go on.</p><p><code>{escape(exc.error)}</code>: "
+        f"{escape(exc.description)}</p>"
+    )
+    return _page("Request refused", body, 400)
+
+
+# flow ----------------------------------------------------------------------------------------
+class _Flow:
+    """One request to the endpoint: the runtime, the parsed request and its query."""
+
+    def __init__(self, request: Request, runtime: Runtime, req: AuthorizationRequest, query: str):
+        self.request = request
+        self.runtime = runtime
+        self.req = req
+        self.query = query
+        self.cid = correlation_id(request.scope)
+        self.csrf = _csrf(request)
+
+    @property
+    def issuer(self) -> str:
+        return self.runtime.settings.issuer
+
+    def back(self, **params: str) -> Response:
+        response = RedirectResponse(self.req.redirect(self.issuer, **params), 303)
+        response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        return response
+
+    async def audit(
+        self, type: str, user_id: str | None, failure: str | None = None, **data: Any
+    ) -> None:
+        """A sign-in or consent event; `failure` is the reason when it is one."""
+        await self.request.app.state.audit.record(
+            AuditEvent(
+                type,
+                self.req.tenant.id,
+                self.runtime.clock.now(),
+                self.cid,
+                outcome="failure" if failure else "success",
+                reason=failure,
+                agent_id=self.req.client.id,
+                user_id=user_id,
+                data=data,
+            )
+        )
+
+    async def after_login(self, user: User) -> Response:
+        """Signed in: a service client gets its code; an agent needs the user's consent."""
+        if not self.req.client.is_agent:
+            return await self.issue_code(user, None, self.req.scopes)
+        existing = await self.covering_delegation(user)
+        if existing is not None and self.req.prompt != "consent":
+            return await self.issue_code(user, existing, self.req.scopes)
+        granted, withheld = await self.grantable(user)
+        sponsor = await self.runtime.delegation_store.user_by_id(self.req.client.sponsor_id or "")
+        page = _consent_page(
+            self.req, user, sponsor.email if sponsor else None, granted, withheld,
+            self.query, self.csrf,
+        )  # fmt: skip
+        return _with_csrf(page, self.runtime, self.csrf)
+
+    async def grantable(self, user: User) -> tuple[list[str], list[str]]:
+        """Which requested scopes this user may delegate, and which not (and why not)."""
+        svc = self.runtime.delegations(self.cid)
+        rights = await svc.rights_of(user)
+        settings = self.req.tenant.settings
+        granted, withheld = [], []
+        for scope in self.req.scopes:
+            admin_only = scope in settings.admin_only_scopes and "admin" not in user.roles
+            if scope in rights and not admin_only and scope not in settings.blocked_scopes:
+                granted.append(scope)
+            else:
+                withheld.append(scope)
+        return granted, withheld
+
+    async def covering_delegation(self, user: User) -> Delegation | None:
+        """A live delegation that already grants everything asked (no need to ask again)."""
+        store = self.runtime.delegation_store
+        now = self.runtime.clock.now()
+        implies = all_implications(await self.runtime.identity_store.list_resources(user.tenant_id))
+        for d in await store.live_delegations(user.tenant_id, user.id, self.req.client.id, now):
+            if d.reaches(self.req.audience) and set(self.req.scopes) <= closure(d.scopes, implies):
+                return d
+        return None
+
+    async def consent(self, user: User) -> Response:
+        granted, _ = await self.grantable(user)
+        if not granted:
+            return self.back(
+                error="access_denied", error_description="you hold none of the requested scopes"
+            )
+        svc = self.runtime.delegations(self.cid)
+        try:
+            delegation = await svc.create_delegation(
+                self.req.tenant.id, user.email, self.req.client.id, granted,
+                [self.req.resource] if self.req.resource else [],
+                self.runtime.settings.refresh_token_ttl,
+            )  # fmt: skip
+        except ValetKeyError as exc:
+            return self.back(error="access_denied", error_description=str(exc))
+        return await self.issue_code(user, delegation, tuple(granted))
+
+    async def issue_code(
+        self, user: User, delegation: Delegation | None, scopes: tuple[str, ...] | list[str]
+    ) -> Response:
+        now = self.runtime.clock.now()
+        code = sessions.new_opaque(sessions.CODE_PREFIX)
+        mandate: Mandate | None = self.req.mandate
+        record = sessions.AuthorizationCode(
+            digest=sessions.digest(code),
+            tenant_id=self.req.tenant.id,
+            client_id=self.req.client.id,
+            user_id=user.id,
+            delegation_id=delegation.id if delegation else None,
+            redirect_uri=self.req.redirect_uri,
+            scopes=tuple(scopes),
+            resource=self.req.resource,
+            code_challenge=self.req.code_challenge,
+            created_at=now,
+            expires_at=now + sessions.CODE_LIFETIME,
+            dpop_jkt=self.req.dpop_jkt,
+            mandate=mandate.to_detail() if mandate else None,
+        )
+        event = AuditEvent(
+            "authorization.granted", self.req.tenant.id, now, self.cid,
+            agent_id=self.req.client.id, user_id=user.id,
+            data={"scope": " ".join(scopes), "aud": self.req.audience,
+                  "delegation_id": record.delegation_id},
+        )  # fmt: skip
+        await self.runtime.session_store.save_code(record, [event])
+        return self.back(code=code)
+
+
+async def _flow(request: Request, query: str) -> "_Flow | Response":
+    runtime: Runtime = request.app.state.runtime
+    try:
+        if len(query) > MAX_QUERY:
+            raise AuthorizeError("invalid_request", "the request is too long")
+        params = single_values(parse_qsl(query, keep_blank_values=True, max_num_fields=50))
+        client_id = params.get("client_id", "")
+        ctx = (
+            await runtime.oauth_store.load_client_context(client_id)
+            if 0 < len(client_id) <= 128 and client_id.isprintable()
+            else None
+        )
+        ctx, redirect_uri = check_client(ctx, params)
+        resources = tuple(await runtime.identity_store.list_resources(ctx.tenant.id))
+        req = parse_request(ctx, redirect_uri, params, resources, runtime.settings.issuer)
+    except AuthorizeError as exc:
+        if exc.request is None:
+            return _error_page(exc)
+        flow = _Flow(request, runtime, exc.request, query)
+        return flow.back(error=exc.error, error_description=exc.description)
+    except ValueError:
+        return _error_page(AuthorizeError("invalid_request", "malformed query string"))
+    return _Flow(request, runtime, req, query)
+
+
+@router.get("/oauth/authorize", tags=["oauth"], summary="Authorization endpoint (RFC 6749 §4.1)",
+            response_class=HTMLResponse, openapi_extra={"parameters": _PARAMS_DOC})  # fmt: skip
+async def authorize(request: Request) -> Response:
+    flow = await _flow(request, request.url.query)
+    if isinstance(flow, Response):
+        return flow
+    user = await _session_user(request, flow.runtime, flow.req.tenant.id)
+    if user is None or flow.req.prompt == "login":
+        return _with_csrf(_login_page(flow.req, flow.query, flow.csrf), flow.runtime, flow.csrf)
+    return await flow.after_login(user)
+
+
+@router.post("/oauth/authorize", tags=["oauth"], summary="Sign-in and consent (form posts)",
+             response_class=HTMLResponse, openapi_extra=_FORM_DOC)  # fmt: skip
+async def authorize_post(request: Request) -> Response:
+    body = await request.body()
+    try:
+        form = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20))
+    except (UnicodeDecodeError, ValueError):
+        form = {}
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = form.get("csrf", "")
+    if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        return _error_page(AuthorizeError("invalid_request", "the form expired; start again"))
+    flow = await _flow(request, form.get("q", ""))
+    if isinstance(flow, Response):
+        return flow
+    action = form.get("action")
+    if action == "login":
+        user = await flow.runtime.identity(flow.cid).check_login(
+            flow.req.tenant.id, form.get("email", "")[:320], form.get("password", "")
+        )
+        if user is None:
+            await flow.audit("user.login_failed", None, "wrong email or password")
+            return _with_csrf(
+                _login_page(flow.req, flow.query, flow.csrf, "Wrong email or password."),
+                flow.runtime, flow.csrf,
+            )  # fmt: skip
+        await flow.audit("user.logged_in", user.id)
+        response = await flow.after_login(user)
+        response.set_cookie(
+            SESSION_COOKIE, _sign_session(flow.runtime, user, flow.runtime.clock.now()),
+            max_age=flow.runtime.settings.session_ttl, httponly=True, samesite="lax",
+            secure=_secure(flow.runtime), path="/oauth/",
+        )  # fmt: skip
+        return response
+    user = await _session_user(request, flow.runtime, flow.req.tenant.id)
+    if user is None:
+        return _with_csrf(_login_page(flow.req, flow.query, flow.csrf), flow.runtime, flow.csrf)
+    if action == "deny":
+        await flow.audit("consent.denied", user.id)
+        return flow.back(error="access_denied", error_description="the user declined")
+    if action == "allow" and flow.req.client.is_agent:
+        return await flow.consent(user)
+    return _error_page(AuthorizeError("invalid_request", "unknown action"))
