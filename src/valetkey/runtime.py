@@ -116,8 +116,8 @@ class Runtime:
         settings = self.settings
         issuer = settings.issuer
         store = self.oauth_store.with_hot_path(hot) if hot else self.oauth_store
-        delegations = self.delegation_store
-        sessions = self.session_store
+        delegations = self.delegation_store.with_hot_path(hot) if hot else self.delegation_store
+        sessions = self.session_store.with_hot_path(hot) if hot else self.session_store
         tokens = LocalTokens(store, self.keys, issuer, Consent(delegations, store))
         ttl = settings.access_token_ttl
         return OAuthServer(

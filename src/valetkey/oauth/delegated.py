@@ -65,7 +65,8 @@ def active_user(user: User | None, tenant_id: str) -> User:
 class Consent:
     """Does a token that names a user still stand? The user must be active; with agents
     acting, the user's delegation to the first actor must still reach the token's
-    audience, and name every later actor as an allowed sub-agent, all of them active."""
+    audience, and name every later actor as an allowed sub-agent, all of them active and
+    none suspended since the token was issued (as an agent's own tokens stay dead)."""
 
     def __init__(self, store: DelegatedStore, clients: ClientLoader) -> None:
         self._store = store
@@ -89,6 +90,8 @@ class Consent:
             ctx = await self._clients.load_client_context(actor)
             if ctx is None or not ctx.client.active:
                 return False
+            if claims.get("iat", 0) < ctx.client.revoked_before:
+                return False  # handed on before this actor was suspended: dead after a resume
         return True
 
 

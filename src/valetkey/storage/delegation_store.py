@@ -12,6 +12,7 @@ from valetkey.identity.models import Delegation, TrustedIssuer, User
 from valetkey.storage import rows
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
+from valetkey.storage.hot_path import RowReader, select_where
 from valetkey.storage.tables import delegations, issuers, role_scopes, users
 
 Events = Sequence[AuditEvent]
@@ -41,8 +42,16 @@ def _delegation(row: Any) -> Delegation:
 
 
 class SqlDelegationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
         self._db = db
+        self._hot = hot
+
+    def with_hot_path(self, hot: RowReader) -> "SqlDelegationStore":
+        """The same store, its token-path reads on the raw driver."""
+        return SqlDelegationStore(self._db, hot)
+
+    async def _select(self, table: sa.Table, **equals: Any) -> list[Any]:
+        return await select_where(self._db, self._hot, table, **equals)
 
     async def add_issuer(self, issuer: TrustedIssuer, events: Events = ()) -> TrustedIssuer:
         try:
@@ -73,24 +82,12 @@ class SqlDelegationStore:
             return [_issuer(r) for r in result]
 
     async def trusted_issuer(self, tenant_id: str, issuer: str) -> TrustedIssuer | None:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(issuers).where(
-                        issuers.c.tenant_id == tenant_id, issuers.c.issuer == issuer
-                    )
-                )
-            ).first()
-        return _issuer(row) if row is not None else None
+        found = await self._select(issuers, tenant_id=tenant_id, issuer=issuer)
+        return _issuer(found[0]) if found else None
 
     async def user_by_email(self, tenant_id: str, email: str) -> User | None:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(users).where(users.c.tenant_id == tenant_id, users.c.email == email)
-                )
-            ).first()
-        return rows.user(row) if row is not None else None
+        found = await self._select(users, tenant_id=tenant_id, email=email)
+        return rows.user(found[0]) if found else None
 
     async def live_delegations(
         self, tenant_id: str, user_id: str, agent_id: str, now: float
@@ -99,16 +96,12 @@ class SqlDelegationStore:
         return [d for d in found if d.live(now)]
 
     async def user_by_id(self, user_id: str) -> User | None:
-        async with self._db.read() as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
-        return rows.user(row) if row is not None else None
+        found = await self._select(users, id=user_id)
+        return rows.user(found[0]) if found else None
 
     async def delegation_by_id(self, delegation_id: str) -> Delegation | None:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(sa.select(delegations).where(delegations.c.id == delegation_id))
-            ).first()
-        return _delegation(row) if row is not None else None
+        found = await self._select(delegations, id=delegation_id)
+        return _delegation(found[0]) if found else None
 
     async def set_role_scopes(
         self, tenant_id: str, role: str, scopes: list[str], events: Events = ()
@@ -125,11 +118,9 @@ class SqlDelegationStore:
             await append_in(conn, self._db.is_sqlite, events)
 
     async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]:
-        async with self._db.read() as conn:
-            result = await conn.execute(
-                sa.select(role_scopes).where(role_scopes.c.tenant_id == tenant_id)
-            )
-            return {r.role: list(r.scopes) for r in result}
+        return {
+            r.role: list(r.scopes) for r in await self._select(role_scopes, tenant_id=tenant_id)
+        }
 
     async def create_delegation(self, delegation: Delegation, events: Events = ()) -> Delegation:
         async with self._db.write() as conn:
@@ -161,14 +152,9 @@ class SqlDelegationStore:
     async def list_delegations(
         self, tenant_id: str, user_id: str | None = None, agent_id: str | None = None
     ) -> list[Delegation]:
-        query = sa.select(delegations).where(delegations.c.tenant_id == tenant_id)
-        if user_id is not None:
-            query = query.where(delegations.c.user_id == user_id)
-        if agent_id is not None:
-            query = query.where(delegations.c.agent_id == agent_id)
-        async with self._db.read() as conn:
-            result = await conn.execute(query.order_by(delegations.c.created_at))
-            return [_delegation(r) for r in result]
+        equals = {"tenant_id": tenant_id, "user_id": user_id, "agent_id": agent_id}
+        found = await self._select(delegations, **{k: v for k, v in equals.items() if v})
+        return sorted((_delegation(r) for r in found), key=lambda d: (d.created_at, d.id))
 
     async def revoke_delegation(self, delegation_id: str, now: float, events: Events = ()) -> bool:
         """Mark revoked (with its events); False, and no events, when it already was."""

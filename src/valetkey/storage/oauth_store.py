@@ -20,7 +20,7 @@ from valetkey.oauth.keys import StoredKey
 from valetkey.storage import rows
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
-from valetkey.storage.hot_path import context_from_row, context_sql
+from valetkey.storage.hot_path import RowReader, context_from_row, context_sql, select_where
 from valetkey.storage.tables import (
     resources,
     revoked_tokens,
@@ -33,7 +33,7 @@ _KEYS_LOCK = 0x766B6B73  # serialises key changes across PostgreSQL nodes
 _CONTEXT_SQL = sa.text(context_sql(":client_id"))
 
 
-class ClientContextLoader(Protocol):
+class ClientContextLoader(RowReader, Protocol):
     async def load_client_context(self, client_id: str) -> ClientContext | None: ...
 
 
@@ -61,13 +61,7 @@ class SqlOAuthStore:
             return [rows.resource(r) for r in result]
 
     async def is_revoked(self, jti: str) -> bool:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(revoked_tokens.c.jti).where(revoked_tokens.c.jti == jti)
-                )
-            ).first()
-        return row is not None
+        return bool(await select_where(self._db, self._hot, revoked_tokens, jti=jti))
 
     async def revoke_token(self, jti: str, tenant_id: str, expires_at: float, now: float) -> bool:
         try:

@@ -17,6 +17,7 @@ from valetkey.audit.events import AuditEvent
 from valetkey.oauth.sessions import AuthorizationCode, CodeUse, RefreshRecord
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
+from valetkey.storage.hot_path import RowReader, select_where
 from valetkey.storage.tables import authorization_codes, refresh_tokens, revoked_tokens
 
 T = TypeVar("T", AuthorizationCode, RefreshRecord)
@@ -30,8 +31,12 @@ def _record(cls: type[T], row: Any) -> T:
 
 
 class SqlSessionStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
         self._db = db
+        self._hot = hot
+
+    def with_hot_path(self, hot: RowReader) -> "SqlSessionStore":
+        return SqlSessionStore(self._db, hot)
 
     async def save_code(self, code: AuthorizationCode, events: Sequence[AuditEvent] = ()) -> None:
         async with self._db.write() as conn:
@@ -77,13 +82,8 @@ class SqlSessionStore:
         return CodeUse(_record(AuthorizationCode, row))
 
     async def refresh_record(self, token_digest: str) -> RefreshRecord | None:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(refresh_tokens).where(refresh_tokens.c.digest == token_digest)
-                )
-            ).first()
-        return _record(RefreshRecord, row) if row is not None else None
+        found = await select_where(self._db, self._hot, refresh_tokens, digest=token_digest)
+        return _record(RefreshRecord, found[0]) if found else None
 
     async def rotate_refresh(self, previous: str | None, record: RefreshRecord, now: float) -> bool:
         async with self._db.write() as conn:
