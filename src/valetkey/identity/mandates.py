@@ -7,7 +7,8 @@ inside it, and a sub-agent's mandate inside its caller's. Patterns use `*` as a 
 parses and compares. Pure functions, no I/O.
 """
 
-import fnmatch
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,14 @@ class Mandate:
 
 def _covered(value: str, patterns: Sequence[str]) -> bool:
     """A value or a narrower pattern is covered when an outer pattern matches it whole."""
-    return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
+    return any(_matcher(pattern).fullmatch(value) for pattern in patterns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _matcher(pattern: str) -> re.Pattern[str]:
+    """`*` matches any run of characters; everything else, `?` included, only itself (with
+    fnmatch's `?`, an outer `deals/4?` would cover an inner `deals/4*`, which is wider)."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 def _strings(detail: dict[str, Any], name: str) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from valetkey.oauth.delegated import (
     effective_scopes,
     rights_of,
 )
+from valetkey.oauth.dpop import InvalidDPoPProof
 from valetkey.oauth.errors import (
     InvalidAuthorizationDetails,
     InvalidGrant,
@@ -144,6 +145,10 @@ class TokenExchangeGrant:
                 raise InvalidRequest("subject_token is not an active ValetKey access token")
             if claims["tenant"] != tenant.id:
                 raise InvalidRequest("the subject token belongs to another tenant")
+            if "cnf" in claims and request.dpop_jkt is None:
+                raise InvalidDPoPProof(
+                    "the subject token is DPoP-bound, so the exchange must be: send a DPoP proof"
+                )
             if "act" in claims:
                 return await self._chain(request, claims, mandate)
             if claims["sub"] == claims["client_id"]:
@@ -290,6 +295,9 @@ class TokenExchangeGrant:
         agent = request.context.client
         if claims is None or claims["sub"] != agent.id or claims["client_id"] != agent.id:
             raise InvalidRequest("actor_token is not an active token of the calling agent")
+        bound = claims.get("cnf", {}).get("jkt") if isinstance(claims.get("cnf"), dict) else None
+        if bound is not None and bound != request.dpop_jkt:
+            raise InvalidDPoPProof("actor_token is DPoP-bound: prove possession of its key")
 
     async def _verified_assertion(self, tenant_id: str, token: str, now: float) -> dict[str, Any]:
         header, unverified = _unverified(token)
