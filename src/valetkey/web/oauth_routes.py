@@ -41,9 +41,33 @@ def _form_doc(fields: dict[str, dict[str, object]], required: list[str]) -> dict
 
 _TOKEN_DOC = _form_doc(
     {
-        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "grant_type": {
+            "type": "string",
+            "enum": [
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+                "authorization_code",
+                "refresh_token",
+            ],
+        },
         "scope": {"type": "string"},
         "resource": {"type": "string"},
+        **{
+            name: {"type": "string"}
+            for name in (
+                "audience",
+                "subject_token",
+                "subject_token_type",
+                "actor_token",
+                "actor_token_type",
+                "requested_token_type",
+                "authorization_details",
+                "code",
+                "redirect_uri",
+                "code_verifier",
+                "refresh_token",
+            )
+        },
     },
     ["grant_type"],
 )
