@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from tests.conftest import TenantSetup
+from tests.support.dpop import DPoPClient
 from tests.support.login import Authorization, Browser, answer, authorize, pkce_pair
 
 PASSWORD = "correct horse battery staple"
@@ -375,3 +376,38 @@ def test_metadata_announces_the_authorization_endpoint(setup: TenantSetup) -> No
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert {"authorization_code", "refresh_token", EXCHANGE} <= set(meta["grant_types_supported"])
+
+
+def test_a_dpop_bound_session_needs_its_key(setup: TenantSetup) -> None:
+    auth = (setup.agent["client_id"], setup.agent["client_secret"])
+    mine, other = DPoPClient(setup.server), DPoPClient(setup.server)
+    # dpop_jkt at the authorization endpoint binds the code to that key (RFC 9449 §10).
+    done = authorize(
+        setup.server.base_url,
+        setup.agent["client_id"],
+        REDIRECT,
+        "mia@acme.example",
+        PASSWORD,
+        scope="deals:read",
+        resource=setup.crm,
+        extra={"dpop_jkt": mine.key.thumbprint},
+    )
+    redeem = {
+        "grant_type": "authorization_code",
+        "code": done.code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": done.verifier,
+    }
+    assert other.post(redeem, auth).json()["error"] == "invalid_dpop_proof"
+    again = _code(setup)  # a code without dpop_jkt, redeemed with a proof: bound from here on
+    session = mine.post({**redeem, "code": again.code, "code_verifier": again.verifier}, auth)
+    assert session.status_code == 200, session.text
+    assert session.json()["token_type"] == "DPoP"
+    claims = _claims(setup, session.json()["access_token"], setup.crm)
+    assert claims["cnf"] == {"jkt": mine.key.thumbprint}
+    refresh = {"grant_type": "refresh_token", "refresh_token": session.json()["refresh_token"]}
+    assert _refresh(setup, refresh["refresh_token"]).json()["error"] == "invalid_dpop_proof"
+    assert other.post(refresh, auth).json()["error"] == "invalid_dpop_proof"
+    renewed = mine.post(refresh, auth)
+    assert renewed.status_code == 200, renewed.text
+    assert _claims(setup, renewed.json()["access_token"], setup.crm)["cnf"] == claims["cnf"]
