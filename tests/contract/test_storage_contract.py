@@ -13,14 +13,17 @@ from valetkey.audit.events import AuditEvent, AuditQuery
 from valetkey.audit.service import verify
 from valetkey.clock import SystemClock
 from valetkey.errors import Conflict, NotFound
-from valetkey.identity.models import Client, Resource, Tenant, User
+from valetkey.identity.models import Client, Delegation, Resource, Tenant, User
 from valetkey.oauth.keys import KeyManager
+from valetkey.oauth.sessions import AuthorizationCode, CodeUse, RefreshRecord
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
+from valetkey.storage.delegation_store import SqlDelegationStore
 from valetkey.storage.hot_path import SqliteHotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
+from valetkey.storage.session_store import SqlSessionStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
 
 
@@ -293,3 +296,76 @@ async def test_verify_is_consistent_under_appends_and_sees_a_missing_head(db: Da
     assert not result.ok
     assert result.broken is not None
     assert "head" in result.broken["reason"]
+
+
+def _refresh(digest: str, family: str = "fam_1", jti: str = "0.a") -> RefreshRecord:
+    return RefreshRecord(
+        digest=digest, family_id=family, tenant_id="ten_acme", client_id="agt_acme_bot",
+        user_id="usr_1", delegation_id="dlg_1", scopes=("deals:read",),
+        resource="https://crm.example", generation="0", access_jti=jti, access_exp=9e9,
+        created_at=1.0, expires_at=9e9,
+    )  # fmt: skip
+
+
+async def test_refresh_rotation_is_single_use_under_concurrency(db: Database) -> None:
+    sessions = SqlSessionStore(db)
+    assert await sessions.rotate_refresh(None, _refresh("d0"), 1.0)
+    outcomes = await asyncio.gather(
+        *(sessions.rotate_refresh("d0", _refresh(f"d1-{i}", jti=f"0.{i}"), 2.0) for i in range(50))
+    )
+    assert outcomes.count(True) == 1
+    spent = await sessions.refresh_record("d0")
+    assert spent is not None and spent.status == "used"
+    winner = outcomes.index(True)
+    assert (await sessions.refresh_record(f"d1-{winner}")) is not None
+    assert await sessions.refresh_record(f"d1-{(winner + 1) % 50}") is None  # nothing half-done
+    oauth = SqlOAuthStore(db)
+    assert await sessions.revoke_family("fam_1", 3.0) == 1  # one token was still usable
+    assert await oauth.is_revoked(f"0.{winner}") and await oauth.is_revoked("0.a")
+    revoked = await sessions.refresh_record(f"d1-{winner}")
+    assert revoked is not None and revoked.status == "revoked"
+    assert await sessions.revoke_family("fam_1", 4.0) == 0  # idempotent
+
+
+async def test_codes_are_spent_once_and_remember_their_family(db: Database) -> None:
+    sessions = SqlSessionStore(db)
+    code = AuthorizationCode(
+        digest="c1", tenant_id="ten_acme", client_id="agt_acme_bot", user_id="usr_1",
+        delegation_id=None, redirect_uri="https://app.example/cb", scopes=("deals:read",),
+        resource=None, code_challenge="x" * 43, created_at=1.0, expires_at=61.0,
+    )  # fmt: skip
+    await sessions.save_code(code)
+    uses = await asyncio.gather(*(sessions.use_code("c1", f"fam_{i}", 2.0) for i in range(20)))
+    first = [u for u in uses if u.code is not None]
+    assert len(first) == 1 and first[0].code == code
+    family = f"fam_{uses.index(first[0])}"
+    assert {u.reused_family for u in uses if u.code is None} == {family}
+    assert (await sessions.use_code("nope", "fam_x", 2.0)) == CodeUse(None)
+
+
+async def test_hot_path_reads_delegations_like_sqlalchemy(db: Database) -> None:
+    identity = SqlIdentityStore(db)
+    tenant = await identity.create_tenant(_tenant())
+    user = await identity.create_user(
+        User("usr_1", tenant.id, "mia@acme.example", ("member",), "active", 1.0)
+    )
+    agent = await identity.create_client(_agent(tenant))
+    plain = SqlDelegationStore(db)
+    delegation = Delegation(
+        "dlg_1", tenant.id, user.id, agent.id, ("deals:read",), ("https://crm.example",),
+        "active", 1.0, mandate={"type": "mandate", "actions": ["read"], "locations": ["*"]},
+        sub_agents=("agt_x",),
+    )  # fmt: skip
+    await plain.create_delegation(delegation)
+    await plain.set_role_scopes(tenant.id, "member", ["deals:read"])
+    hot = await open_hot_path(db.url, 1000)
+    try:
+        fast = plain.with_hot_path(hot)
+        for store in (plain, fast):
+            assert await store.delegation_by_id("dlg_1") == delegation
+            assert await store.live_delegations(tenant.id, user.id, agent.id, 2.0) == [delegation]
+            assert await store.user_by_email(tenant.id, "mia@acme.example") == user
+            assert await store.user_by_id("usr_missing") is None
+            assert await store.role_scopes(tenant.id) == {"member": ["deals:read"]}
+    finally:
+        await hot.close()
