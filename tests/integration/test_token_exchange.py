@@ -204,3 +204,23 @@ def test_deactivating_the_user_kills_their_delegated_tokens(
     assert _active(setup, introspector, token)
     setup.server.cli("users", "deactivate", "mia@acme.example", "--tenant", setup.name)
     assert not _active(setup, introspector, token)
+
+
+def test_tenant_configuration_changes_apply_to_the_next_exchange(
+    setup: TenantSetup, idp: FakeIdP
+) -> None:
+    """Role scopes and trusted issuers are cached per process, keyed by the tenant's
+    version: a change made through the CLI (another process) applies at once."""
+    setup.server.cli("resources", "create", "https://mail.acme.example", "--tenant", setup.name,
+                     "--scope", "mail:read")  # fmt: skip
+    _delegate(setup, "mia@acme.example", "deals:read")
+    assert _exchange(setup, idp.assertion("mia@acme.example")).status_code == 200
+    setup.server.cli("roles", "set", "member", "--tenant", setup.name, "--scope", "mail:read")
+    _error(_exchange(setup, idp.assertion("mia@acme.example")), 400, "invalid_scope")
+    setup.server.cli("roles", "set", "member", "--tenant", setup.name, "--scope", "deals:read")
+    assert _exchange(setup, idp.assertion("mia@acme.example")).status_code == 200
+    with running_idp("https://login.partner.example") as partner:
+        _error(_exchange(setup, partner.assertion("mia@acme.example")), 400, "invalid_request")
+        setup.server.cli("issuers", "add", partner.issuer, "--tenant", setup.name,
+                         "--jwks-uri", partner.jwks_uri, "--audience", "valetkey")  # fmt: skip
+        assert _exchange(setup, partner.assertion("mia@acme.example")).status_code == 200

@@ -1,8 +1,8 @@
 """What a grant needs to know about one request, and the store methods the endpoints use."""
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from valetkey.identity.models import Client, Resource, Tenant
 from valetkey.oauth.client_auth import AssertionReplayGuard
@@ -38,6 +38,27 @@ class OAuthStore(AssertionReplayGuard, Protocol):
         ...
 
 
+T = TypeVar("T")
+
+
+class TenantCache:
+    """A tenant's configuration (resources, role scopes, trusted issuers) kept per process
+    and reloaded when the tenant's version moves. Every change to it bumps the version in
+    the same transaction, and the version comes with the client in the one query each
+    request makes, so a change is seen by the next request on every node."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    async def get(self, tenant: Tenant, name: str, load: Callable[[], Awaitable[T]]) -> T:
+        found = self._entries.get((tenant.id, name))
+        if found is not None and found[0] == tenant.version:
+            return found[1]  # type: ignore[no-any-return]
+        value = await load()
+        self._entries[(tenant.id, name)] = (tenant.version, value)
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
     params: Mapping[str, str]
@@ -47,3 +68,4 @@ class TokenRequest:
     now: float
     correlation_id: str = ""
     dpop_jkt: str | None = None  # the verified DPoP proof's key thumbprint, if one came
+    cache: TenantCache = field(default_factory=TenantCache)

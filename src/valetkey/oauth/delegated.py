@@ -17,7 +17,7 @@ from valetkey.oauth.verification import actors
 
 
 class DelegatedStore(Protocol):
-    async def trusted_issuer(self, tenant_id: str, issuer: str) -> TrustedIssuer | None: ...
+    async def list_issuers(self, tenant_id: str) -> list[TrustedIssuer]: ...
     async def user_by_email(self, tenant_id: str, email: str) -> User | None: ...
     async def user_by_id(self, user_id: str) -> User | None: ...
     async def live_delegations(
@@ -39,8 +39,11 @@ def covering(delegations: Sequence[Delegation], uri: str) -> list[Delegation]:
     return found
 
 
-async def rights_of(store: DelegatedStore, user: User, resources: Sequence[Resource]) -> set[str]:
-    return user_rights(user.roles, await store.role_scopes(user.tenant_id), resources)
+async def rights_of(store: DelegatedStore, request: TokenRequest, user: User) -> set[str]:
+    """The user's own rights: their roles' scopes (cached per tenant version)."""
+    tenant = request.context.tenant
+    roles = await request.cache.get(tenant, "role_scopes", lambda: store.role_scopes(tenant.id))
+    return user_rights(user.roles, roles, request.tenant_resources)
 
 
 def effective_scopes(
@@ -109,7 +112,7 @@ async def session_scopes(
         for scope in requested:
             if scope not in granted:
                 raise InvalidScope(f"scope {scope!r} was not granted to this session")
-    rights = await rights_of(store, user, request.tenant_resources)
+    rights = await rights_of(store, request, user)
     if delegation is not None:
         rights = effective_scopes(
             request.tenant_resources, rights, delegation.scopes, request.context.client.scopes

@@ -15,7 +15,13 @@ from valetkey.clock import Clock
 from valetkey.identity.models import Resource
 from valetkey.identity.secrets import digest_secret
 from valetkey.oauth import client_auth, dpop, sessions
-from valetkey.oauth.context import ClientContext, OAuthStore, RequestMeta, TokenRequest
+from valetkey.oauth.context import (
+    ClientContext,
+    OAuthStore,
+    RequestMeta,
+    TenantCache,
+    TokenRequest,
+)
 from valetkey.oauth.errors import (
     InvalidClient,
     InvalidGrant,
@@ -71,7 +77,7 @@ class OAuthServer:
         self.issuer = issuer
         self.token_endpoint = f"{issuer}/oauth/token"
         self._grants = {g.grant_type: g for g in grants}
-        self._resources: dict[str, tuple[int, tuple[Resource, ...]]] = {}
+        self._cache = TenantCache()
 
     @property
     def grant_types(self) -> list[str]:
@@ -96,6 +102,7 @@ class OAuthServer:
                 now,
                 correlation_id=meta.correlation_id,
                 dpop_jkt=jkt,
+                cache=self._cache,
             )
             spec = await grant.handle(request)
             blocked = ctx.tenant.settings.blocked(spec.scopes)
@@ -280,12 +287,10 @@ class OAuthServer:
         )
 
     async def _tenant_resources(self, ctx: ClientContext) -> tuple[Resource, ...]:
-        cached = self._resources.get(ctx.tenant.id)
-        if cached is not None and cached[0] == ctx.tenant.version:
-            return cached[1]
-        loaded = tuple(await self._store.resources_for_tenant(ctx.tenant.id))
-        self._resources[ctx.tenant.id] = (ctx.tenant.version, loaded)
-        return loaded
+        async def load() -> tuple[Resource, ...]:
+            return tuple(await self._store.resources_for_tenant(ctx.tenant.id))
+
+        return await self._cache.get(ctx.tenant, "resources", load)
 
     # client authentication -----------------------------------------------------------------
     async def _authenticate(

@@ -13,6 +13,7 @@ from valetkey.storage import rows
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
 from valetkey.storage.hot_path import RowReader, select_where
+from valetkey.storage.identity_store import bump_tenant_version
 from valetkey.storage.tables import delegations, issuers, role_scopes, users
 
 Events = Sequence[AuditEvent]
@@ -67,23 +68,15 @@ class SqlDelegationStore:
                         created_at=issuer.created_at,
                     )
                 )
+                await bump_tenant_version(conn, issuer.tenant_id)
                 await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(f"issuer {issuer.issuer!r} is already trusted by this tenant") from exc
         return issuer
 
     async def list_issuers(self, tenant_id: str) -> list[TrustedIssuer]:
-        async with self._db.read() as conn:
-            result = await conn.execute(
-                sa.select(issuers)
-                .where(issuers.c.tenant_id == tenant_id)
-                .order_by(issuers.c.issuer)
-            )
-            return [_issuer(r) for r in result]
-
-    async def trusted_issuer(self, tenant_id: str, issuer: str) -> TrustedIssuer | None:
-        found = await self._select(issuers, tenant_id=tenant_id, issuer=issuer)
-        return _issuer(found[0]) if found else None
+        found = await self._select(issuers, tenant_id=tenant_id)
+        return sorted((_issuer(r) for r in found), key=lambda i: i.issuer)
 
     async def user_by_email(self, tenant_id: str, email: str) -> User | None:
         found = await self._select(users, tenant_id=tenant_id, email=email)
@@ -115,6 +108,7 @@ class SqlDelegationStore:
             await conn.execute(
                 role_scopes.insert().values(tenant_id=tenant_id, role=role, scopes=scopes)
             )
+            await bump_tenant_version(conn, tenant_id)
             await append_in(conn, self._db.is_sqlite, events)
 
     async def role_scopes(self, tenant_id: str) -> dict[str, list[str]]:

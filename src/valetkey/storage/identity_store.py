@@ -18,6 +18,14 @@ from valetkey.storage.tables import clients, resources, tenants, users
 Events = Sequence[AuditEvent]
 
 
+async def bump_tenant_version(conn: Any, tenant_id: str) -> None:
+    """Tenant configuration changed (resources, roles, issuers): every node's cache of it
+    reloads on its next request, which reads the version with the client anyway."""
+    await conn.execute(
+        tenants.update().where(tenants.c.id == tenant_id).values(version=tenants.c.version + 1)
+    )
+
+
 class SqlIdentityStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -154,7 +162,7 @@ class SqlIdentityStore:
         try:
             async with self._db.write() as conn:
                 await conn.execute(resources.insert().values(**values))
-                await self._bump_version(conn, resource.tenant_id)
+                await bump_tenant_version(conn, resource.tenant_id)
                 await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(f"resource {resource.uri!r} already exists in this tenant") from exc
@@ -234,9 +242,3 @@ class SqlIdentityStore:
                 await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(conflict) from exc
-
-    @staticmethod
-    async def _bump_version(conn: Any, tenant_id: str) -> None:
-        await conn.execute(
-            tenants.update().where(tenants.c.id == tenant_id).values(version=tenants.c.version + 1)
-        )

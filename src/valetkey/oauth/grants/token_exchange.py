@@ -157,7 +157,7 @@ class TokenExchangeGrant:
                 raise InvalidRequest("a user's token for exchange must be issued for ValetKey")
             user = active_user(await self._store.user_by_id(claims["sub"]), tenant.id)
         else:
-            claims = await self._verified_assertion(tenant.id, token, request.now)
+            claims = await self._verified_assertion(request, token)
             user = await self._subject_user(tenant.id, claims)
         return await self._for_user(request, user, float(claims["exp"]), mandate)
 
@@ -173,7 +173,7 @@ class TokenExchangeGrant:
         requested = parse_scope_param(request.params.get("scope", "")) or None
         if uris:
             delegations = covering(delegations, uris[0])
-        rights = await rights_of(self._store, user, request.tenant_resources)
+        rights = await rights_of(self._store, request, user)
         effective = self._effective(request, rights, delegations)
         chosen = audience.select(
             request.tenant_resources, uris, requested, sorted(effective), self._issuer
@@ -215,7 +215,7 @@ class TokenExchangeGrant:
                 f"no delegation: {user.email} has not allowed this agent as a sub-agent"
             )
         held = str(claims.get("scope", "")).split()
-        rights = await rights_of(self._store, user, request.tenant_resources)
+        rights = await rights_of(self._store, request, user)
         allowed = closure(agent.scopes, audience.all_implications(request.tenant_resources))
         effective = [s for s in held if s in allowed and s in rights]
         requested = parse_scope_param(request.params.get("scope", "")) or None
@@ -299,10 +299,14 @@ class TokenExchangeGrant:
         if bound is not None and bound != request.dpop_jkt:
             raise InvalidDPoPProof("actor_token is DPoP-bound: prove possession of its key")
 
-    async def _verified_assertion(self, tenant_id: str, token: str, now: float) -> dict[str, Any]:
+    async def _verified_assertion(self, request: TokenRequest, token: str) -> dict[str, Any]:
+        tenant, now = request.context.tenant, request.now
         header, unverified = _unverified(token)
         iss = unverified.get("iss")
-        trusted = await self._store.trusted_issuer(tenant_id, iss) if isinstance(iss, str) else None
+        known = await request.cache.get(
+            tenant, "issuers", lambda: self._store.list_issuers(tenant.id)
+        )
+        trusted = next((i for i in known if i.issuer == iss), None)
         if trusted is None:
             raise InvalidRequest("the subject token's issuer is not trusted by this tenant")
         alg = header.get("alg")
