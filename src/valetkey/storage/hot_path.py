@@ -261,6 +261,17 @@ def _numbered(sql: str) -> str:
     return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
 
 
+class _LeanConnection(asyncpg.Connection):  # type: ignore[misc]
+    """No reset query when the pool takes a connection back. The hot path sets no session
+    state, LISTENs to nothing and takes advisory locks only inside transactions (released at
+    commit), so asyncpg's default `RESET ALL; UNLISTEN *; …` round trip on every release
+    would buy nothing; it measured 7% of a token exchange's CPU. An open transaction is
+    still rolled back by asyncpg itself."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class PostgresHotPath:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
@@ -281,7 +292,9 @@ class PostgresHotPath:
     @classmethod
     async def open(cls, url: str, max_size: int = 16) -> "PostgresHotPath":
         dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_size, connection_class=_LeanConnection
+        )
         return cls(pool)
 
     async def load_client_context(self, client_id: str) -> ClientContext | None:
