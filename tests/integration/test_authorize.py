@@ -2,6 +2,7 @@
 session it starts: refresh rotation, reuse detection, and revocation that reaches it."""
 
 import concurrent.futures
+import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,13 @@ import pytest
 
 from tests.conftest import TenantSetup
 from tests.support.dpop import DPoPClient
+
+with warnings.catch_warnings():
+    # authlib >= 1.9 prefers the `httpx2` package and warns when it falls back to httpx.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from authlib.common.security import generate_token
+    from authlib.integrations.httpx_client import OAuth2Client
+
 from tests.support.login import Authorization, Browser, answer, authorize, pkce_pair
 
 PASSWORD = "correct horse battery staple"
@@ -411,3 +419,34 @@ def test_a_dpop_bound_session_needs_its_key(setup: TenantSetup) -> None:
     renewed = mine.post(refresh, auth)
     assert renewed.status_code == 200, renewed.text
     assert _claims(setup, renewed.json()["access_token"], setup.crm)["cnf"] == claims["cnf"]
+
+
+def test_authlib_client_runs_the_code_flow_and_refreshes(setup: TenantSetup) -> None:
+    """A third-party OAuth client (authlib) builds the request, redeems the code with its
+    own PKCE verifier and refreshes: the flow works with clients we did not write."""
+    base = setup.server.base_url
+    client = OAuth2Client(
+        setup.agent["client_id"], setup.agent["client_secret"], scope="deals:read",
+        redirect_uri=REDIRECT, code_challenge_method="S256",
+    )  # fmt: skip
+    verifier = generate_token(48)
+    url, state = client.create_authorization_url(
+        base + "/oauth/authorize", code_verifier=verifier, resource=setup.crm
+    )
+    browser = Browser(base)
+    page = browser.client.get(url)
+    consent = browser.submit(page, action="login", email="mia@acme.example", password=PASSWORD)
+    back = browser.submit(consent, action="allow")
+    browser.close()
+    assert back.status_code == 303
+    token = client.fetch_token(
+        base + "/oauth/token", authorization_response=back.headers["location"],
+        code_verifier=verifier, state=state,
+    )  # fmt: skip
+    assert token["token_type"] == "Bearer" and token["scope"] == "deals:read"
+    claims = _claims(setup, token["access_token"], setup.crm)
+    assert claims["act"] == {"sub": setup.agent["id"]}
+    renewed = client.refresh_token(base + "/oauth/token", refresh_token=token["refresh_token"])
+    assert renewed["refresh_token"] != token["refresh_token"]
+    assert _claims(setup, renewed["access_token"], setup.crm)["sub"] == claims["sub"]
+    client.close()
