@@ -369,3 +369,22 @@ async def test_hot_path_reads_delegations_like_sqlalchemy(db: Database) -> None:
             assert await store.role_scopes(tenant.id) == {"member": ["deals:read"]}
     finally:
         await hot.close()
+
+
+async def test_a_replayed_code_stops_a_session_still_being_started(db: Database) -> None:
+    """The replay is seen before the first redemption stored its refresh token: that first
+    token is refused, so the revocation cannot be outrun."""
+    sessions = SqlSessionStore(db)
+    code = AuthorizationCode(
+        digest="c2", tenant_id="ten_acme", client_id="agt_acme_bot", user_id="usr_1",
+        delegation_id=None, redirect_uri="https://app.example/cb", scopes=("deals:read",),
+        resource=None, code_challenge="x" * 43, created_at=1.0, expires_at=61.0,
+    )  # fmt: skip
+    await sessions.save_code(code)
+    first = await sessions.use_code("c2", "fam_first", 2.0)
+    assert first.code is not None
+    replay = await sessions.use_code("c2", "fam_other", 3.0)
+    assert replay.reused_family == "fam_first"
+    assert not await sessions.rotate_refresh(None, _refresh("d9", family="fam_first"), 4.0)
+    assert await sessions.refresh_record("d9") is None
+    assert await sessions.rotate_refresh(None, _refresh("d8", family="fam_unrelated"), 4.0)

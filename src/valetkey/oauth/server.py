@@ -243,7 +243,9 @@ class OAuthServer:
             await self.revoke_family(
                 plan.family_id, ctx, meta, now, "refresh_token.reused", plan.user_id
             )
-            raise InvalidGrant("the refresh token was already used: the session is revoked")
+            raise InvalidGrant(
+                "this code or refresh token was already used: the session is revoked"
+            )
         return token
 
     async def revoke_family(

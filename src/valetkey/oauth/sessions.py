@@ -89,7 +89,8 @@ class SessionStore(Protocol):
 
     async def rotate_refresh(self, previous: str | None, record: RefreshRecord, now: float) -> bool:
         """In one transaction: spend `previous` (if given) and store `record`. False, with
-        nothing stored, when `previous` was no longer active (a concurrent or repeated use)."""
+        nothing stored, when `previous` was no longer active (a concurrent or repeated use)
+        or, for a session's first token, when its code was replayed meanwhile."""
         ...
 
     async def revoke_family(

@@ -75,6 +75,12 @@ class SqlSessionStore:
             row = (
                 await conn.execute(sa.select(table).where(table.c.digest == code_digest))
             ).first()
+            if row is not None and spent.rowcount != 1:
+                # Replayed: mark it, so a first redemption still in flight cannot start its
+                # session after the revocation has run (see `rotate_refresh`).
+                await conn.execute(
+                    table.update().where(table.c.digest == code_digest).values(expires_at=-1.0)
+                )
         if row is None:
             return CodeUse(None)
         if spent.rowcount != 1:
@@ -87,6 +93,15 @@ class SqlSessionStore:
 
     async def rotate_refresh(self, previous: str | None, record: RefreshRecord, now: float) -> bool:
         async with self._db.write() as conn:
+            if previous is None:  # a session's first token: its code must not be replayed
+                replayed = await conn.scalar(
+                    sa.select(authorization_codes.c.digest).where(
+                        authorization_codes.c.family_id == record.family_id,
+                        authorization_codes.c.expires_at < 0,
+                    )
+                )
+                if replayed is not None:
+                    return False
             if previous is not None:
                 spent = await conn.execute(
                     refresh_tokens.update()
