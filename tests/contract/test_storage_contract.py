@@ -335,12 +335,15 @@ async def test_codes_are_spent_once_and_remember_their_family(db: Database) -> N
         resource=None, code_challenge="x" * 43, created_at=1.0, expires_at=61.0,
     )  # fmt: skip
     await sessions.save_code(code)
-    uses = await asyncio.gather(*(sessions.use_code("c1", f"fam_{i}", 2.0) for i in range(20)))
+    uses = await asyncio.gather(
+        *(sessions.use_code("c1", "agt_acme_bot", f"fam_{i}", 2.0) for i in range(20))
+    )
     first = [u for u in uses if u.code is not None]
     assert len(first) == 1 and first[0].code == code
     family = f"fam_{uses.index(first[0])}"
     assert {u.reused_family for u in uses if u.code is None} == {family}
-    assert (await sessions.use_code("nope", "fam_x", 2.0)) == CodeUse(None)
+    assert (await sessions.use_code("nope", "agt_acme_bot", "fam_x", 2.0)) == CodeUse(None)
+    assert (await sessions.use_code("c1", "agt_thief", "fam_y", 2.0)) == CodeUse(None)
 
 
 async def test_hot_path_reads_delegations_like_sqlalchemy(db: Database) -> None:
@@ -381,9 +384,9 @@ async def test_a_replayed_code_stops_a_session_still_being_started(db: Database)
         resource=None, code_challenge="x" * 43, created_at=1.0, expires_at=61.0,
     )  # fmt: skip
     await sessions.save_code(code)
-    first = await sessions.use_code("c2", "fam_first", 2.0)
+    first = await sessions.use_code("c2", "agt_acme_bot", "fam_first", 2.0)
     assert first.code is not None
-    replay = await sessions.use_code("c2", "fam_other", 3.0)
+    replay = await sessions.use_code("c2", "agt_acme_bot", "fam_other", 3.0)
     assert replay.reused_family == "fam_first"
     assert not await sessions.rotate_refresh(None, _refresh("d9", family="fam_first"), 4.0)
     assert await sessions.refresh_record("d9") is None

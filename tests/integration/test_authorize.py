@@ -240,6 +240,11 @@ def test_authorize_refusals(setup: TenantSetup) -> None:
     # A form without the CSRF cookie's value is refused.
     forged = browser.client.post("/oauth/authorize", data={"q": "", "csrf": "x", "action": "allow"})
     assert forged.status_code == 400
+    cookie = browser.client.cookies.get("vk_csrf", path="/oauth/authorize") or ""
+    echoed = browser.client.post(
+        "/oauth/authorize", data={"q": "", "csrf": cookie, "action": "allow"}
+    )
+    assert len(cookie) == 43 and echoed.status_code == 400  # the cookie alone proves nothing
     browser.close()
 
 
@@ -267,6 +272,7 @@ def test_code_redemption_refusals(setup: TenantSetup) -> None:
         _redeem(setup, fourth.code, fourth.verifier, client=thief).json()["error"]
         == "invalid_grant"
     )
+    assert _redeem(setup, fourth.code, fourth.verifier).status_code == 200  # it burnt nothing
 
 
 def test_refresh_rotation_and_reuse_detection(setup: TenantSetup) -> None:
@@ -450,3 +456,62 @@ def test_authlib_client_runs_the_code_flow_and_refreshes(setup: TenantSetup) -> 
     assert renewed["refresh_token"] != token["refresh_token"]
     assert _claims(setup, renewed["access_token"], setup.crm)["sub"] == claims["sub"]
     client.close()
+
+
+def test_sign_in_tokens_carry_no_scope_or_resource(setup: TenantSetup) -> None:
+    """A service client signs the user in for ValetKey itself; resources are for agents."""
+    app = setup.server.cli("clients", "create", "portal", "--tenant", setup.name,
+                           "--redirect-uri", APP_REDIRECT)  # fmt: skip
+    browser = Browser(setup.server.base_url)
+    _, challenge = pkce_pair()
+    base = {"response_type": "code", "client_id": app["client_id"], "redirect_uri": APP_REDIRECT,
+            "code_challenge": challenge, "code_challenge_method": "S256"}  # fmt: skip
+    assert answer(browser.open({**base, "resource": setup.crm}))["error"] == "invalid_target"
+    assert answer(browser.open({**base, "scope": "deals:admin"}))["error"] == "invalid_scope"
+    assert (
+        answer(browser.open({k: v for k, v in base.items() if k != "response_type"}))["error"]
+        == "invalid_request"
+    )
+    browser.close()
+
+
+def test_a_mandate_template_bounds_the_code_flow_too(setup: TenantSetup) -> None:
+    server, name = setup.server, setup.name
+    server.cli("delegations", "create", "--tenant", name, "--user", "mia@acme.example",
+               "--agent", setup.agent["id"], "--scope", "deals:read", "--resource", setup.crm,
+               "--mandate-action", "read", "--mandate-location", "crm:deals/42")  # fmt: skip
+    done = _code(setup)  # the delegation covers the ask: no consent screen
+    tokens = _redeem(setup, done.code, done.verifier).json()
+    template = [{"type": "mandate", "actions": ["read"], "locations": ["crm:deals/42"]}]
+    assert _claims(setup, tokens["access_token"], setup.crm)["authorization_details"] == template
+    refreshed = _refresh(setup, tokens["refresh_token"]).json()
+    assert _claims(setup, refreshed["access_token"], setup.crm)["authorization_details"] == template
+    # A task mandate is never slipped past the user: it brings the consent screen back.
+    wide = '[{"type": "mandate", "actions": ["delete"], "locations": ["*"]}]'
+    browser = Browser(server.base_url)
+    _, challenge = pkce_pair()
+    page = browser.open({"response_type": "code", "client_id": setup.agent["client_id"],
+                         "redirect_uri": REDIRECT, "scope": "deals:read", "resource": setup.crm,
+                         "code_challenge": challenge, "code_challenge_method": "S256",
+                         "authorization_details": wide})  # fmt: skip
+    consent = browser.submit(page, action="login", email="mia@acme.example", password=PASSWORD)
+    assert consent.status_code == 200 and "delete" in consent.text
+    browser.close()
+
+
+def test_a_new_password_ends_open_sessions(setup: TenantSetup) -> None:
+    browser = Browser(setup.server.base_url)
+    _, challenge = pkce_pair()
+    params = {"response_type": "code", "client_id": setup.agent["client_id"],
+              "redirect_uri": REDIRECT, "scope": "deals:read", "resource": setup.crm,
+              "code_challenge": challenge, "code_challenge_method": "S256"}  # fmt: skip
+    page = browser.open(params)
+    consent = browser.submit(page, action="login", email="mia@acme.example", password=PASSWORD)
+    assert "Allow this agent?" in consent.text
+    assert "Allow this agent?" in browser.open(params).text  # the session cookie works
+    setup.server.cli("users", "set-password", "mia@acme.example", "--tenant", setup.name,
+                     input="another long passphrase 7\n")  # fmt: skip
+    assert "Sign in" in browser.open(params).text  # signed out everywhere
+    stale = browser.submit(consent, action="allow")  # an old form, no session: sign in again
+    assert stale.status_code == 200 and "Sign in" in stale.text
+    browser.close()

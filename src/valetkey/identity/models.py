@@ -145,7 +145,10 @@ class Client:
 
 def valid_resource_uri(uri: str) -> bool:
     """RFC 8707 §2: an absolute URI without a fragment."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
     return bool(parts.scheme) and bool(parts.netloc or parts.path) and "#" not in uri
 
 

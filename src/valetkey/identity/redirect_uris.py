@@ -3,7 +3,7 @@
 because a native app's local listener gets whatever port is free (RFC 8252 §7.3).
 """
 
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from valetkey.errors import InvalidInput
 
@@ -11,22 +11,37 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "localhost"})
 MAX_LENGTH = 2048
 
 
+def _parts(uri: str) -> SplitResult | None:
+    """The URI split, or None when it cannot be a redirect target: unparseable, with
+    userinfo (`http://127.0.0.1:80@evil.example/` goes to evil.example), or a bad port."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError:
+        return None
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        return None
+    return parts
+
+
 def _loopback(uri: str) -> tuple[str, str, str] | None:
     """(scheme, host, path+query) of an `http` loopback URI, else None."""
-    parts = urlsplit(uri)
-    if parts.scheme != "http":
+    parts = _parts(uri)
+    if parts is None or parts.scheme != "http" or parts.hostname is None:
         return None
-    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
-    if host.lower() not in LOOPBACK_HOSTS:
+    host = parts.hostname.lower()
+    if ("[" + host + "]" if ":" in host else host) not in LOOPBACK_HOSTS:
         return None
-    return parts.scheme, host.lower(), parts.path + ("?" + parts.query if parts.query else "")
+    return parts.scheme, host, parts.path + ("?" + parts.query if parts.query else "")
 
 
 def validate(uri: str) -> str:
     """A URI an admin may register: https, http on loopback, or a private-use scheme."""
     if not uri or len(uri) > MAX_LENGTH or not uri.isprintable() or " " in uri:
         raise InvalidInput(f"redirect URI {uri[:80]!r} is not a valid URI")
-    parts = urlsplit(uri)
+    parts = _parts(uri)
+    if parts is None:
+        raise InvalidInput(f"redirect URI {uri[:80]!r} has userinfo or a malformed authority")
     if parts.fragment or "#" in uri:
         raise InvalidInput("a redirect URI must not have a fragment (RFC 6749 §3.1.2)")
     if parts.scheme == "https" and parts.netloc:
@@ -44,6 +59,8 @@ def validate(uri: str) -> str:
 
 def matches(registered: tuple[str, ...], presented: str) -> bool:
     """Exact string match; loopback URIs compare without their port."""
+    if _parts(presented) is None:
+        return False
     if presented in registered:
         return True
     wanted = _loopback(presented)

@@ -110,6 +110,8 @@ def parse_request(
 
     if state is not None and len(state) > MAX_STATE:
         raise fail("invalid_request", "state is too long")
+    if not params.get("response_type"):
+        raise fail("invalid_request", "response_type is required")
     if params.get("response_type") != "code":
         raise fail("unsupported_response_type", "only response_type=code is supported")
     try:
@@ -119,17 +121,20 @@ def parse_request(
     except OAuthError as exc:
         raise fail(exc.error, exc.description) from exc
     requested = parse_scope_param(params.get("scope", "")) or None
-    allowed = client.scopes if client.is_agent else [s for r in resources for s in r.scopes]
     resource = params.get("resource") or None
-    try:
-        if requested is None and resource is None and not client.is_agent:
-            chosen = audience.Grantable(issuer, (), None)  # a sign-in, for ValetKey itself
-        else:
+    if not client.is_agent:  # a sign-in: the user's own token, for ValetKey itself
+        if resource is not None:
+            raise fail("invalid_target", "a sign-in token is for ValetKey itself: no resource")
+        if requested is not None:
+            raise fail("invalid_scope", "a sign-in token carries no scope; agents ask for those")
+        chosen = audience.Grantable(issuer, (), None)
+    else:
+        try:
             chosen = audience.select(
-                resources, [resource] if resource else [], requested, allowed, issuer
+                resources, [resource] if resource else [], requested, client.scopes, issuer
             )
-    except OAuthError as exc:
-        raise fail(exc.error, exc.description) from exc
+        except OAuthError as exc:
+            raise fail(exc.error, exc.description) from exc
     try:
         raw = params.get("authorization_details")
         mandate = parse_authorization_details(raw) if raw else None

@@ -6,12 +6,18 @@ and the rule that the effective scope is the intersection — never wider.
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from valetkey.identity.mandates import Mandate, parse_mandate
 from valetkey.identity.models import Delegation, Resource, TrustedIssuer, User
 from valetkey.identity.rights import user_rights
 from valetkey.identity.scopes import closure, parse_scope_param
 from valetkey.oauth.audience import all_implications
 from valetkey.oauth.context import ClientContext, TokenRequest
-from valetkey.oauth.errors import InvalidGrant, InvalidScope, InvalidTarget
+from valetkey.oauth.errors import (
+    InvalidAuthorizationDetails,
+    InvalidGrant,
+    InvalidScope,
+    InvalidTarget,
+)
 from valetkey.oauth.grants import AccessTokenSpec, RefreshPlan
 from valetkey.oauth.verification import actors
 
@@ -55,6 +61,21 @@ def effective_scopes(
     """The user's rights ∩ what they delegated ∩ what the agent may hold (with implications)."""
     implies = all_implications(resources)
     return rights & closure(delegated, implies) & closure(allowed, implies)
+
+
+def mandate_for(requested: Mandate | None, delegations: Sequence[Delegation]) -> Mandate | None:
+    """The token's mandate: the one asked for, inside every mandate template of the
+    delegations it draws on (their scopes are pooled, so their limits are too); without one,
+    the first template."""
+    templates = [parse_mandate(d.mandate) for d in delegations if d.mandate]
+    if not templates:
+        return requested
+    chosen = requested or templates[0]
+    for template in templates:
+        reason = chosen.within(template)
+        if reason:
+            raise InvalidAuthorizationDetails(reason)
+    return templates[0].narrowed(chosen) if requested else chosen
 
 
 def active_user(user: User | None, tenant_id: str) -> User:

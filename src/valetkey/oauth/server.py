@@ -229,7 +229,7 @@ class OAuthServer:
             client_id=ctx.client.id,
             user_id=plan.user_id,
             delegation_id=plan.delegation_id,
-            scopes=spec.scopes,
+            scopes=plan.scopes or spec.scopes,  # a narrower refresh never shrinks the session
             resource=spec.audience,
             generation=plan.generation or ctx.client.token_generation,
             access_jti=issued.jti,

@@ -81,8 +81,11 @@ class SessionStore(Protocol):
         self, code: AuthorizationCode, events: Sequence[AuditEvent] = ()
     ) -> None: ...
 
-    async def use_code(self, code_digest: str, family_id: str, now: float) -> CodeUse:
-        """Mark the code used (recording the family its tokens start) exactly once."""
+    async def use_code(
+        self, code_digest: str, client_id: str, family_id: str, now: float
+    ) -> CodeUse:
+        """Mark the code used (recording the family its tokens start) exactly once; another
+        client's presentation neither spends it nor counts as a replay."""
         ...
 
     async def refresh_record(self, token_digest: str) -> RefreshRecord | None: ...

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from valetkey.audit.events import AuditEvent
 from valetkey.oauth.sessions import AuthorizationCode, CodeUse, RefreshRecord
@@ -64,28 +65,42 @@ class SqlSessionStore:
             )
             await append_in(conn, self._db.is_sqlite, events)
 
-    async def use_code(self, code_digest: str, family_id: str, now: float) -> CodeUse:
+    async def use_code(
+        self, code_digest: str, client_id: str, family_id: str, now: float
+    ) -> CodeUse:
         table = authorization_codes
         async with self._db.write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(table).where(table.c.digest == code_digest).with_for_update()
+                )
+            ).first()
+            if row is None or row.client_id != client_id:
+                return CodeUse(None)  # unknown, or another client's: it cannot burn the code
             spent = await conn.execute(
                 table.update()
                 .where(table.c.digest == code_digest, table.c.used_at.is_(None))
                 .values(used_at=now, family_id=family_id)
             )
-            row = (
-                await conn.execute(sa.select(table).where(table.c.digest == code_digest))
-            ).first()
-            if row is not None and spent.rowcount != 1:
+            if spent.rowcount == 1:
+                return CodeUse(_record(AuthorizationCode, row))
+            if row.family_id is not None:
+                await self._lock_family(conn, row.family_id)
                 # Replayed: mark it, so a first redemption still in flight cannot start its
                 # session after the revocation has run (see `rotate_refresh`).
                 await conn.execute(
                     table.update().where(table.c.digest == code_digest).values(expires_at=-1.0)
                 )
-        if row is None:
-            return CodeUse(None)
-        if spent.rowcount != 1:
-            return CodeUse(None, reused_family=row.family_id)
-        return CodeUse(_record(AuthorizationCode, row))
+        return CodeUse(None, reused_family=row.family_id)
+
+    async def _lock_family(self, conn: AsyncConnection, family_id: str) -> None:
+        """Serialise a family's rotations, replays and revocation. PostgreSQL runs READ
+        COMMITTED: without it a revocation could miss the token a concurrent rotation is
+        inserting. SQLite's BEGIN IMMEDIATE already holds the only write lock."""
+        if not self._db.is_sqlite:
+            await conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 7))"), {"f": family_id}
+            )
 
     async def refresh_record(self, token_digest: str) -> RefreshRecord | None:
         found = await select_where(self._db, self._hot, refresh_tokens, digest=token_digest)
@@ -93,6 +108,7 @@ class SqlSessionStore:
 
     async def rotate_refresh(self, previous: str | None, record: RefreshRecord, now: float) -> bool:
         async with self._db.write() as conn:
+            await self._lock_family(conn, record.family_id)
             if previous is None:  # a session's first token: its code must not be replayed
                 replayed = await conn.scalar(
                     sa.select(authorization_codes.c.digest).where(
@@ -136,6 +152,7 @@ class SqlSessionStore:
         self, family_id: str, now: float, events: Sequence[AuditEvent] = ()
     ) -> int:
         async with self._db.write() as conn:
+            await self._lock_family(conn, family_id)
             members = (
                 await conn.execute(
                     sa.select(

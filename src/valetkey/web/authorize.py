@@ -22,7 +22,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.audit.events import AuditEvent
 from valetkey.errors import ValetKeyError
-from valetkey.identity.mandates import Mandate
 from valetkey.identity.models import Delegation, User
 from valetkey.identity.scopes import closure
 from valetkey.oauth import sessions
@@ -34,6 +33,8 @@ from valetkey.oauth.authorize import (
     parse_request,
     single_values,
 )
+from valetkey.oauth.delegated import mandate_for
+from valetkey.oauth.errors import OAuthError
 from valetkey.runtime import Runtime
 from valetkey.web.correlation import correlation_id
 
@@ -86,33 +87,45 @@ def _session_key(runtime: Runtime) -> bytes:
     return runtime.master_key.derive("session-cookie")
 
 
-def _sign_session(runtime: Runtime, user: User, now: float) -> str:
-    payload = _b64(
-        orjson.dumps(
-            {"u": user.id, "t": user.tenant_id, "e": int(now) + runtime.settings.session_ttl}
-        )
-    )
-    mac = hmac.new(_session_key(runtime), payload.encode(), hashlib.sha256).digest()
-    return payload + "." + _b64(mac)
+def _mac(runtime: Runtime, *parts: str) -> str:
+    data = "\x00".join(parts).encode()
+    return _b64(hmac.new(_session_key(runtime), data, hashlib.sha256).digest())
+
+
+async def _password_generation(runtime: Runtime, user_id: str) -> str:
+    """Changes whenever the password does, so a new password ends every open session."""
+    stored = await runtime.identity_store.password_hash(user_id)
+    return _mac(runtime, "password", stored or "")[:22]
+
+
+async def _sign_session(runtime: Runtime, user: User, now: float) -> str:
+    expires = int(now) + runtime.settings.session_ttl
+    generation = await _password_generation(runtime, user.id)
+    payload = _b64(orjson.dumps({"u": user.id, "t": user.tenant_id, "e": expires, "g": generation}))
+    return payload + "." + _mac(runtime, "session", payload)
 
 
 async def _session_user(request: Request, runtime: Runtime, tenant_id: str) -> User | None:
-    """The signed-in user of this tenant, if the cookie is genuine, fresh and they are active."""
+    """The signed-in user of this tenant, if the cookie is genuine and fresh, the password
+    has not changed since, and the user is active."""
     raw = request.cookies.get(SESSION_COOKIE, "")
     payload, _, mac = raw.partition(".")
-    if not payload or not mac:
+    if not payload or not hmac.compare_digest(
+        mac.encode(), _mac(runtime, "session", payload).encode()
+    ):
         return None
-    expected = hmac.new(_session_key(runtime), payload.encode(), hashlib.sha256).digest()
     try:
-        if not hmac.compare_digest(expected, _unb64(mac)):
-            return None
         data = orjson.loads(_unb64(payload))
-    except (ValueError, orjson.JSONDecodeError):
+        user_id, expires = str(data["u"]), float(data["e"])
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
         return None
-    if data.get("t") != tenant_id or int(data.get("e", 0)) <= runtime.clock.now():
+    if data.get("t") != tenant_id or expires <= runtime.clock.now():
         return None
-    user = await runtime.delegation_store.user_by_id(str(data.get("u")))
-    return user if user is not None and user.status == "active" else None
+    user = await runtime.delegation_store.user_by_id(user_id)
+    if user is None or user.status != "active":
+        return None
+    generation = await _password_generation(runtime, user.id)
+    return user if hmac.compare_digest(str(data.get("g", "")), generation) else None
 
 
 def _secure(runtime: Runtime) -> bool:
@@ -120,8 +133,15 @@ def _secure(runtime: Runtime) -> bool:
 
 
 def _csrf(request: Request) -> str:
+    """The browser's CSRF cookie value (a new random one when it has none)."""
     token = request.cookies.get(CSRF_COOKIE, "")
     return token if len(token) == 43 else secrets.token_urlsafe(32)
+
+
+def _form_token(runtime: Runtime, cookie: str, query: str) -> str:
+    """What the form must send back: an HMAC of the cookie and this very request, so a
+    cookie planted from a sibling domain is useless without the server's key."""
+    return _mac(runtime, "csrf", cookie, query)
 
 
 def _with_csrf(response: Response, runtime: Runtime, token: str) -> Response:
@@ -238,6 +258,10 @@ class _Flow:
     def issuer(self) -> str:
         return self.runtime.settings.issuer
 
+    @property
+    def form_token(self) -> str:
+        return _form_token(self.runtime, self.csrf, self.query)
+
     def back(self, **params: str) -> Response:
         response = RedirectResponse(self.req.redirect(self.issuer, **params), 303)
         response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
@@ -266,13 +290,13 @@ class _Flow:
         if not self.req.client.is_agent:
             return await self.issue_code(user, None, self.req.scopes)
         existing = await self.covering_delegation(user)
-        if existing is not None and self.req.prompt != "consent":
+        if existing is not None and self.req.prompt != "consent" and self.req.mandate is None:
             return await self.issue_code(user, existing, self.req.scopes)
         granted, withheld = await self.grantable(user)
         sponsor = await self.runtime.delegation_store.user_by_id(self.req.client.sponsor_id or "")
         page = _consent_page(
             self.req, user, sponsor.email if sponsor else None, granted, withheld,
-            self.query, self.csrf,
+            self.query, self.form_token,
         )  # fmt: skip
         return _with_csrf(page, self.runtime, self.csrf)
 
@@ -322,7 +346,10 @@ class _Flow:
     ) -> Response:
         now = self.runtime.clock.now()
         code = sessions.new_opaque(sessions.CODE_PREFIX)
-        mandate: Mandate | None = self.req.mandate
+        try:  # an admin's mandate template on the delegation bounds the task's mandate
+            mandate = mandate_for(self.req.mandate, [delegation] if delegation else [])
+        except OAuthError as exc:
+            return self.back(error=exc.error, error_description=exc.description)
         record = sessions.AuthorizationCode(
             digest=sessions.digest(code),
             tenant_id=self.req.tenant.id,
@@ -381,7 +408,9 @@ async def authorize(request: Request) -> Response:
         return flow
     user = await _session_user(request, flow.runtime, flow.req.tenant.id)
     if user is None or flow.req.prompt == "login":
-        return _with_csrf(_login_page(flow.req, flow.query, flow.csrf), flow.runtime, flow.csrf)
+        return _with_csrf(
+            _login_page(flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
+        )
     return await flow.after_login(user)
 
 
@@ -393,9 +422,10 @@ async def authorize_post(request: Request) -> Response:
         form = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20))
     except (UnicodeDecodeError, ValueError):
         form = {}
+    runtime: Runtime = request.app.state.runtime
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    sent = form.get("csrf", "")
-    if not cookie or not hmac.compare_digest(cookie.encode(), sent.encode()):
+    expected = _form_token(runtime, cookie, form.get("q", ""))
+    if not cookie or not hmac.compare_digest(expected.encode(), form.get("csrf", "").encode()):
         return _error_page(AuthorizeError("invalid_request", "the form expired; start again"))
     flow = await _flow(request, form.get("q", ""))
     if isinstance(flow, Response):
@@ -408,20 +438,22 @@ async def authorize_post(request: Request) -> Response:
         if user is None:
             await flow.audit("user.login_failed", None, "wrong email or password")
             return _with_csrf(
-                _login_page(flow.req, flow.query, flow.csrf, "Wrong email or password."),
+                _login_page(flow.req, flow.query, flow.form_token, "Wrong email or password."),
                 flow.runtime, flow.csrf,
             )  # fmt: skip
         await flow.audit("user.logged_in", user.id)
         response = await flow.after_login(user)
         response.set_cookie(
-            SESSION_COOKIE, _sign_session(flow.runtime, user, flow.runtime.clock.now()),
+            SESSION_COOKIE, await _sign_session(flow.runtime, user, flow.runtime.clock.now()),
             max_age=flow.runtime.settings.session_ttl, httponly=True, samesite="lax",
             secure=_secure(flow.runtime), path="/oauth/",
         )  # fmt: skip
         return response
     user = await _session_user(request, flow.runtime, flow.req.tenant.id)
     if user is None:
-        return _with_csrf(_login_page(flow.req, flow.query, flow.csrf), flow.runtime, flow.csrf)
+        return _with_csrf(
+            _login_page(flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
+        )
     if action == "deny":
         await flow.audit("consent.denied", user.id)
         return flow.back(error="access_denied", error_description="the user declined")

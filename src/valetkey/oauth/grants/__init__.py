@@ -17,6 +17,7 @@ class RefreshPlan:
     expires_at: float
     previous: str | None = None
     generation: str | None = None  # the family's; None: the agent's current generation
+    scopes: tuple[str, ...] = ()  # what the session was granted; each access token may hold less
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,9 @@ class AuthorizationCodeGrant:
         if not params.get("redirect_uri"):
             raise InvalidRequest("redirect_uri is required (the one sent to /oauth/authorize)")
         family = new_id("fam")
-        use = await self._codes.use_code(sessions.digest(params["code"]), family, request.now)
+        use = await self._codes.use_code(
+            sessions.digest(params["code"]), client.id, family, request.now
+        )
         code = use.code
         if code is None:
             if use.reused_family is not None:
@@ -59,9 +61,7 @@ class AuthorizationCodeGrant:
                     request.now, request.correlation_id, client.id, None,
                 )  # fmt: skip
                 raise InvalidGrant("the code was already used; what it produced is revoked")
-            raise InvalidGrant("unknown code")
-        if code.client_id != client.id:
-            raise InvalidGrant("the code was issued to another client")
+            raise InvalidGrant("unknown code, or issued to another client")
         if code.expires_at <= request.now:
             raise InvalidGrant("the code has expired")
         if params["redirect_uri"] != code.redirect_uri:
@@ -79,7 +79,7 @@ class AuthorizationCodeGrant:
         ends = request.now + self._refresh_lifetime
         if delegation is not None and delegation.expires_at is not None:
             ends = min(ends, delegation.expires_at)
-        plan = RefreshPlan(family, user.id, code.delegation_id, ends)
+        plan = RefreshPlan(family, user.id, code.delegation_id, ends, scopes=code.scopes)
         return session_spec(
             request, user, delegation, audience, scopes, code.mandate, plan,
             "token.issued", self._default_lifetime,

@@ -70,6 +70,7 @@ class RefreshTokenGrant:
             record.expires_at,
             previous=record.digest,
             generation=record.generation,
+            scopes=record.scopes,
         )
         return session_spec(
             request, user, delegation, record.resource, scopes, record.mandate, plan,

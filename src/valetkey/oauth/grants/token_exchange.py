@@ -32,6 +32,7 @@ from valetkey.oauth.delegated import (
     active_user,
     covering,
     effective_scopes,
+    mandate_for,
     rights_of,
 )
 from valetkey.oauth.dpop import InvalidDPoPProof
@@ -72,13 +73,15 @@ def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _token_mandate(claims: dict[str, Any]) -> Mandate | None:
+    """The mandate a presented token carries; one that does not parse is refused, never
+    read as "no mandate" (that would lift every limit)."""
     details = claims.get("authorization_details")
-    if not details:
+    if details is None:
         return None
     try:
-        return parse_mandate(details[0] if isinstance(details, list) else details)
-    except MandateError:
-        return None
+        return parse_mandate(details[0] if isinstance(details, list) and details else details)
+    except MandateError as exc:
+        raise InvalidRequest("the subject token's mandate cannot be read") from exc
 
 
 def _requested_mandate(params: Any) -> Mandate | None:
@@ -89,19 +92,6 @@ def _requested_mandate(params: Any) -> Mandate | None:
         return parse_authorization_details(raw)
     except MandateError as exc:
         raise InvalidAuthorizationDetails(str(exc)) from exc
-
-
-def _within_templates(requested: Mandate | None, delegations: list[Delegation]) -> Mandate | None:
-    """The token's mandate: the one asked for, inside a delegation's template if any has one."""
-    templates = [parse_mandate(d.mandate) for d in delegations if d.mandate]
-    if not templates:
-        return requested
-    if requested is None:
-        return templates[0]
-    reasons = [t.narrowed(requested) for t in templates if requested.within(t) is None]
-    if not reasons:
-        raise InvalidAuthorizationDetails(str(requested.within(templates[0])))
-    return reasons[0]
 
 
 class TokenExchangeGrant:
@@ -168,7 +158,7 @@ class TokenExchangeGrant:
         tenant = request.context.tenant
         delegations = await self._store.live_delegations(tenant.id, user.id, agent.id, request.now)
         if not delegations:
-            raise InvalidGrant(f"no delegation: {user.email} has not consented to this agent")
+            raise InvalidGrant("no delegation: the user has not consented to this agent")
         uris = self._requested_resources(request)
         requested = parse_scope_param(request.params.get("scope", "")) or None
         if uris:
@@ -187,7 +177,7 @@ class TokenExchangeGrant:
             )  # fmt: skip
         return self._spec(
             request, user, chosen.audience, chosen.scopes, expires,
-            {"sub": agent.id}, _within_templates(mandate, reaching),
+            {"sub": agent.id}, mandate_for(mandate, reaching),
         )  # fmt: skip
 
     async def _chain(
@@ -211,9 +201,7 @@ class TokenExchangeGrant:
         reaching = [d for d in delegations if d.reaches(aud)]
         helpers = {agent.id, *chain[:-1]}
         if not any(helpers <= set(d.sub_agents) for d in reaching):
-            raise InvalidGrant(
-                f"no delegation: {user.email} has not allowed this agent as a sub-agent"
-            )
+            raise InvalidGrant("no delegation: the user has not allowed this agent as a sub-agent")
         held = str(claims.get("scope", "")).split()
         rights = await rights_of(self._store, request, user)
         allowed = closure(agent.scopes, audience.all_implications(request.tenant_resources))
@@ -233,7 +221,7 @@ class TokenExchangeGrant:
             except MandateError as exc:
                 raise InvalidAuthorizationDetails(str(exc)) from exc
         else:
-            narrowed = _within_templates(mandate, reaching)
+            narrowed = mandate_for(mandate, reaching)
         return self._spec(
             request, user, aud, tuple(effective), float(claims["exp"]),
             {"sub": agent.id, "act": claims["act"]}, narrowed,
