@@ -21,6 +21,7 @@ from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
 from valetkey.oauth.verification import LocalTokens
+from valetkey.policy.service import PolicyService
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
 from valetkey.storage.delegation_store import SqlDelegationStore
@@ -28,6 +29,7 @@ from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
+from valetkey.storage.policy_store import SqlPolicyStore
 from valetkey.storage.session_store import SqlSessionStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
 
@@ -90,6 +92,15 @@ class Runtime:
     @functools.cached_property
     def session_store(self) -> SqlSessionStore:
         return SqlSessionStore(self.db)
+
+    @functools.cached_property
+    def policy_store(self) -> SqlPolicyStore:
+        return SqlPolicyStore(self.db)
+
+    def policies(self, correlation_id: str) -> PolicyService:
+        return PolicyService(
+            self.identity(correlation_id), self.policy_store, self.clock, correlation_id
+        )
 
     def delegations(self, correlation_id: str) -> DelegationService:
         return DelegationService(

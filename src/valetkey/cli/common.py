@@ -19,6 +19,7 @@ from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
 from valetkey.oauth.errors import OAuthError
+from valetkey.policy.service import PolicyService
 from valetkey.runtime import Runtime
 from valetkey.vault.cipher import DecryptionError
 
@@ -76,6 +77,12 @@ async def identity(
     """The runtime and an identity service whose events share one correlation id."""
     async with runtime() as rt:
         yield rt, rt.identity(correlation_id or new_id("cor"))
+
+
+@asynccontextmanager
+async def policy_service() -> AsyncIterator[PolicyService]:
+    async with runtime() as rt:
+        yield rt.policies(new_id("cor"))
 
 
 @asynccontextmanager

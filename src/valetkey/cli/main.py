@@ -6,6 +6,7 @@ import typer
 
 from valetkey import __version__
 from valetkey.cli import (
+    actions,
     agents,
     audit,
     clients,
@@ -13,6 +14,7 @@ from valetkey.cli import (
     demo,
     issuers,
     keys,
+    policies,
     resources,
     roles,
     tenants,
@@ -38,6 +40,8 @@ app.add_typer(clients.app, name="clients")
 app.add_typer(issuers.app, name="issuers")
 app.add_typer(roles.app, name="roles")
 app.add_typer(delegations.app, name="delegations")
+app.add_typer(actions.app, name="actions")
+app.add_typer(policies.app, name="policies")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")

@@ -46,10 +46,10 @@ class Mandate:
     def within(self, outer: "Mandate") -> str | None:
         """Why this mandate reaches beyond `outer`, or None when it stays inside."""
         for action in self.actions:
-            if not _covered(action, outer.actions):
+            if not covered(action, outer.actions):
                 return f"action {action!r} is outside the allowed mandate"
         for location in self.locations:
-            if not _covered(location, outer.locations):
+            if not covered(location, outer.locations):
                 return f"location {location!r} is outside the allowed mandate"
         return None
 
@@ -63,7 +63,7 @@ class Mandate:
         return Mandate(inner.actions, inner.locations, inner.user_request or self.user_request)
 
 
-def _covered(value: str, patterns: Sequence[str]) -> bool:
+def covered(value: str, patterns: Sequence[str]) -> bool:
     """A value or a narrower pattern is covered when an outer pattern matches it whole."""
     return any(_matcher(pattern).fullmatch(value) for pattern in patterns)
 

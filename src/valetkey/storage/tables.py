@@ -216,3 +216,75 @@ refresh_tokens = sa.Table(
     sa.Column("expires_at", Time, nullable=False),
     sa.Column("used_at", Time, nullable=True),
 )
+
+# Intent checks (issue 4) ------------------------------------------------------------------
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("action_class", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(128), nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("note", sa.String(256), nullable=False, server_default=""),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+# Exact counters: one row per (tenant, key, window start); a conditional increment inside a
+# write transaction is the only way a count moves.
+usage_counters = sa.Table(
+    "usage_counters",
+    metadata,
+    sa.Column("tenant_id", Id, primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", Time, nullable=False, index=True),
+)
+
+limits = sa.Table(
+    "limits",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("agent_id", Id, nullable=True),
+    sa.Column("user_id", Id, nullable=True),
+    sa.Column("action_class", sa.String(16), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # count | budget
+    sa.Column("maximum", sa.BigInteger, nullable=False),
+    sa.Column("per", sa.String(16), nullable=False),  # minute | hour | day
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint(
+        "tenant_id", "agent_id", "user_id", "action_class", "kind", "per", name="uq_limits_subject"
+    ),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("agent_id", Id, nullable=False),
+    sa.Column("user_id", Id, nullable=True),
+    sa.Column("delegation_key", sa.String(128), nullable=True),
+    sa.Column("intent_hash", sa.String(64), nullable=False),
+    sa.Column("intent", sa.JSON, nullable=False),
+    sa.Column("action_class", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending|approved|denied|used|expired
+    sa.Column("decided_by", Id, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("decided_at", Time, nullable=True),
+    sa.Column("used_at", Time, nullable=True),
+    sa.Index("ix_approvals_tenant_status", "tenant_id", "status"),
+)

@@ -1,0 +1,1 @@
+"""Intent checks: the policy decision point, its Cedar policies, limits and approvals."""
