@@ -21,6 +21,8 @@ from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
 from valetkey.oauth.verification import LocalTokens
+from valetkey.policy.authorizer import Authorizer
+from valetkey.policy.decision import DecisionPoint
 from valetkey.policy.service import PolicyService
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
@@ -162,6 +164,12 @@ class Runtime:
             if settings.dpop_nonce
             else None,
         )
+
+    def authorizer(self, audit: AuditSink, server: OAuthServer, hot: HotPath | None) -> Authorizer:
+        policies = self.policy_store.with_hot_path(hot) if hot else self.policy_store
+        users = self.delegation_store.with_hot_path(hot) if hot else self.delegation_store
+        point = DecisionPoint(policies, server.cache)
+        return Authorizer(point, server.store, users, server.tenant_resources, audit, self.clock)
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -79,6 +79,23 @@ class OAuthServer:
         self._grants = {g.grant_type: g for g in grants}
         self._cache = TenantCache()
 
+    def clock_now(self) -> float:
+        return self._clock.now()
+
+    @property
+    def tokens(self) -> LocalTokens:
+        return self._tokens
+
+    @property
+    def cache(self) -> TenantCache:
+        """Tenant configuration, reloaded when the tenant's version moves (shared with the
+        decision point, so both see one copy)."""
+        return self._cache
+
+    @property
+    def store(self) -> OAuthStore:
+        return self._store
+
     @property
     def grant_types(self) -> list[str]:
         return list(self._grants)
@@ -98,7 +115,7 @@ class OAuthServer:
                 params,
                 resources,
                 ctx,
-                await self._tenant_resources(ctx),
+                await self.tenant_resources(ctx),
                 now,
                 correlation_id=meta.correlation_id,
                 dpop_jkt=jkt,
@@ -288,7 +305,7 @@ class OAuthServer:
             data=data,
         )
 
-    async def _tenant_resources(self, ctx: ClientContext) -> tuple[Resource, ...]:
+    async def tenant_resources(self, ctx: ClientContext) -> tuple[Resource, ...]:
         async def load() -> tuple[Resource, ...]:
             return tuple(await self._store.resources_for_tenant(ctx.tenant.id))
 

@@ -15,7 +15,7 @@ from valetkey import __version__
 from valetkey.audit.writer import BatchingAuditWriter
 from valetkey.config import Settings
 from valetkey.runtime import Runtime
-from valetkey.web import authorize, errors, oauth_routes
+from valetkey.web import authorize, errors, oauth_routes, v1
 from valetkey.web.correlation import CorrelationMiddleware
 from valetkey.web.errors import json_response
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
         writer.start()
         app.state.oauth = runtime.oauth_server(writer, hot)
         app.state.audit = writer
+        app.state.authorizer = runtime.authorizer(writer, app.state.oauth, hot)
         app.state.runtime = runtime
         purger = asyncio.create_task(_purge_expired(runtime))
         try:
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(authorize.router)
+    app.include_router(v1.router)
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 
