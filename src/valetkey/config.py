@@ -71,6 +71,12 @@ class Settings(BaseSettings):
             "clients get it from the `use_dpop_nonce` error and the `DPoP-Nonce` header."
         ),
     )
+    approval_ttl: int = Field(
+        900,
+        ge=30,
+        le=7 * 86400,
+        description="How long a human approval request waits before it expires (15 min).",
+    )
     session_ttl: int = Field(
         3600,
         ge=60,

@@ -21,9 +21,11 @@ from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
 from valetkey.oauth.verification import LocalTokens
+from valetkey.policy.approvals import Approvals
 from valetkey.policy.authorizer import Authorizer
 from valetkey.policy.decision import DecisionPoint
 from valetkey.policy.service import PolicyService
+from valetkey.storage.approval_store import SqlApprovalStore
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
 from valetkey.storage.delegation_store import SqlDelegationStore
@@ -169,7 +171,19 @@ class Runtime:
         policies = self.policy_store.with_hot_path(hot) if hot else self.policy_store
         users = self.delegation_store.with_hot_path(hot) if hot else self.delegation_store
         point = DecisionPoint(policies, server.cache)
-        return Authorizer(point, server.store, users, server.tenant_resources, audit, self.clock)
+        approvals = self.approvals(hot)
+        return Authorizer(
+            point, server.store, users, server.tenant_resources, audit, self.clock, approvals,
+            self.settings.issuer,
+        )  # fmt: skip
+
+    @functools.cached_property
+    def approval_store(self) -> SqlApprovalStore:
+        return SqlApprovalStore(self.db)
+
+    def approvals(self, hot: HotPath | None = None) -> Approvals:
+        store = self.approval_store.with_hot_path(hot) if hot else self.approval_store
+        return Approvals(store, self.clock, self.settings.approval_ttl)
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -3,8 +3,8 @@
 import typer
 
 from valetkey.cli.common import JsonOpt, TenantOpt, fields, policy_service, print_json, run, table
+from valetkey.identity.models import CLASSES
 from valetkey.policy.decision import ActionDef
-from valetkey.policy.intent import CLASSES
 
 app = typer.Typer(help="Actions that intents name, and their classes.", no_args_is_help=True)
 

@@ -8,6 +8,7 @@ from valetkey import __version__
 from valetkey.cli import (
     actions,
     agents,
+    approvals,
     audit,
     clients,
     delegations,
@@ -42,6 +43,7 @@ app.add_typer(roles.app, name="roles")
 app.add_typer(delegations.app, name="delegations")
 app.add_typer(actions.app, name="actions")
 app.add_typer(policies.app, name="policies")
+app.add_typer(approvals.app, name="approvals")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")

@@ -66,6 +66,12 @@ def set_(
     unblock_scope: list[str] = typer.Option(
         None, "--unblock-scope", help="Lift a block; repeatable."
     ),
+    self_approval: list[str] = typer.Option(
+        None,
+        "--self-approval",
+        help="A class of request users may approve for themselves (replaces the list; "
+        "default write; 'none' for none); repeatable.",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Change a tenant's admin controls."""
@@ -82,6 +88,7 @@ def set_(
                 admin_only_scopes=admin_only_scope or (),
                 block_scopes=block_scope or (),
                 unblock_scopes=unblock_scope or (),
+                self_approval_classes=self_approval or None,
             )
         if json:
             print_json(views.tenant(updated, full=True))

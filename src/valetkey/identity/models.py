@@ -9,6 +9,7 @@ AgentStatus = Literal["active", "suspended", "decommissioned"]
 ClientKind = Literal["agent", "service"]
 ROLES = ("member", "approver", "admin")
 RIGHTS = ("introspect", "pdp")
+CLASSES = ("read", "write", "delete", "bulk", "send", "spend")  # every action has one
 MAX_TOKEN_LIFETIME = 3600
 
 
@@ -21,6 +22,8 @@ class TenantSettings:
     require_dpop: bool = False
     admin_only_scopes: tuple[str, ...] = ()  # only admins may delegate these
     blocked_scopes: tuple[str, ...] = ()  # refused everywhere, at once
+    # Classes of request the user an agent acts for may approve themselves.
+    self_approval_classes: tuple[str, ...] = ("write",)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -29,6 +32,7 @@ class TenantSettings:
             "require_dpop": self.require_dpop,
             "admin_only_scopes": list(self.admin_only_scopes),
             "blocked_scopes": list(self.blocked_scopes),
+            "self_approval_classes": list(self.self_approval_classes),
         }
 
     @classmethod
@@ -40,6 +44,7 @@ class TenantSettings:
             require_dpop=bool(data.get("require_dpop", False)),
             admin_only_scopes=tuple(data.get("admin_only_scopes", ())),
             blocked_scopes=tuple(data.get("blocked_scopes", ())),
+            self_approval_classes=tuple(data.get("self_approval_classes", ("write",))),
         )
 
     def blocked(self, scopes: Iterable[str]) -> list[str]:

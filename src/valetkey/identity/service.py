@@ -17,6 +17,7 @@ from valetkey.clock import Clock
 from valetkey.errors import Conflict, InvalidInput, NotFound
 from valetkey.identity import redirect_uris as redirect_uris_
 from valetkey.identity.models import (
+    CLASSES,
     RIGHTS,
     ROLES,
     Client,
@@ -107,9 +108,16 @@ class IdentityService:
         admin_only_scopes: Sequence[str] = (),
         block_scopes: Sequence[str] = (),
         unblock_scopes: Sequence[str] = (),
+        self_approval_classes: Sequence[str] | None = None,
     ) -> Tenant:
         tenant = await self.tenant(ref)
         settings = tenant.settings
+        if self_approval_classes is not None:
+            wrong = [c for c in self_approval_classes if c not in CLASSES and c != "none"]
+            if wrong:
+                raise InvalidInput(f"unknown class {wrong[0]!r}: use {', '.join(CLASSES)} or none")
+            chosen = tuple(dict.fromkeys(c for c in self_approval_classes if c != "none"))
+            settings = replace(settings, self_approval_classes=chosen)
         if require_dpop is not None:
             settings = replace(settings, require_dpop=require_dpop)
         if admin_only_scopes:

@@ -14,10 +14,19 @@ from valetkey.identity.models import Resource
 from valetkey.oauth.context import ClientContext
 from valetkey.oauth.delegated import ClientLoader, DelegatedStore
 from valetkey.oauth.verification import actors
+from valetkey.policy.approvals import Approvals
 from valetkey.policy.decision import Caller, Decision, DecisionPoint, Reason
 from valetkey.policy.intent import Intent
 
 MAX_AUDITED_CONTEXT = 2048
+_APPROVAL_REFUSALS = {
+    "approval_not_found": "no such approval in this tenant",
+    "approval_mismatch": "the approval covers another intent, agent or user",
+    "approval_pending": "the approval is still waiting for a human",
+    "approval_denied": "a human denied this",
+    "approval_expired": "the approval has expired; ask again",
+    "approval_used": "the approval was already used",
+}
 
 
 class CallerError(Exception):
@@ -45,7 +54,11 @@ class Authorizer:
         resources: Callable[[ClientContext], Awaitable[tuple[Resource, ...]]],
         audit: AuditSink,
         clock: Clock,
+        approvals: Approvals,
+        issuer: str,
     ) -> None:
+        self._approvals = approvals
+        self._issuer = issuer
         self._point = point
         self._clients = clients
         self._users = users
@@ -81,15 +94,52 @@ class Authorizer:
         return caller, ctx
 
     async def decide(
-        self, caller: Caller, ctx: ClientContext, intent: Intent, correlation_id: str
+        self,
+        caller: Caller,
+        ctx: ClientContext,
+        intent: Intent,
+        approval_id: str | None,
+        correlation_id: str,
     ) -> Decision:
         decision = await self._point.structural(caller, intent, await self._resources(ctx))
-        if decision.decision == "allow" and decision.action_class is not None:
+        klass = decision.action_class
+        if decision.decision == "allow" and klass is not None:
+            usage = NO_USAGE
             decision = await self._point.by_policy(
-                caller, intent, decision.action_class, NO_USAGE.counters,
-                NO_USAGE.spent_today, approved=False,
-            )  # fmt: skip
+                caller, intent, klass, usage.counters, usage.spent_today, approved=False
+            )
+            if decision.decision == "approval_required":
+                decision = await self._approval(caller, intent, klass, usage, decision,
+                                                approval_id, correlation_id)  # fmt: skip
         await self._audit.record(self._event(caller, intent, decision, correlation_id))
+        return decision
+
+    async def _approval(
+        self,
+        caller: Caller,
+        intent: Intent,
+        klass: str,
+        usage: Usage,
+        asked: Decision,
+        approval_id: str | None,
+        cid: str,
+    ) -> Decision:
+        """Ask a human, or spend the approval presented for this exact intent."""
+        if approval_id is None:
+            approval = await self._approvals.request(caller, intent, klass, cid)
+            asked.approval = approval.summary(self._issuer)
+            return asked
+        found, why = await self._approvals.check(approval_id, caller, intent, cid)
+        if found is None:
+            return Decision("deny", klass, [Reason(why, _APPROVAL_REFUSALS.get(why, why))],
+                            policy_version=asked.policy_version)  # fmt: skip
+        decision = await self._point.by_policy(
+            caller, intent, klass, usage.counters, usage.spent_today, approved=True
+        )
+        if decision.decision == "allow" and not await self._approvals.consume(found, cid):
+            decision = Decision("deny", klass, [Reason("approval_used", _APPROVAL_REFUSALS[
+                "approval_used"])], policy_version=decision.policy_version)  # fmt: skip
+        decision.approval = {**found.summary(self._issuer), "status": "used"}
         return decision
 
     def _event(

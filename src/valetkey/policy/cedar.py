@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import cedarpy
 
-from valetkey.policy.intent import CLASSES
+from valetkey.identity.models import CLASSES
 
 SCHEMA_HEAD = """
 entity Tenant;

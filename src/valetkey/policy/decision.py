@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from valetkey.identity.mandates import Mandate, covered
-from valetkey.identity.models import Client, Resource, Tenant, User
+from valetkey.identity.models import CLASSES, Client, Resource, Tenant, User
 from valetkey.identity.scopes import closure
 from valetkey.ids import new_id
 from valetkey.oauth.audience import all_implications
 from valetkey.oauth.context import TenantCache
 from valetkey.policy.cedar import DEFAULT_POLICIES, CompiledPolicies
-from valetkey.policy.intent import CLASSES, Intent
+from valetkey.policy.intent import Intent
 
 Verdict = Literal["allow", "deny", "approval_required"]
 

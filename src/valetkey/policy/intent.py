@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 
-CLASSES = ("read", "write", "delete", "bulk", "send", "spend")
 ACTION_RE = re.compile(r"[a-z][a-z0-9_.:-]{0,127}")
 MAX_RESOURCE = 512
 MAX_CONTEXT_BYTES = 8192

@@ -9,12 +9,13 @@ from typing import Any, Protocol
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
 from valetkey.errors import InvalidInput, NotFound
+from valetkey.identity.models import CLASSES
 from valetkey.identity.scopes import valid_scope
 from valetkey.identity.service import IdentityService
 from valetkey.oauth.context import TenantCache
 from valetkey.policy.cedar import DEFAULT_POLICIES, schema_text, validate
 from valetkey.policy.decision import ActionDef, Caller, DecisionPoint, PolicyStore
-from valetkey.policy.intent import CLASSES, IntentError, parse_intent, valid_action_name
+from valetkey.policy.intent import IntentError, parse_intent, valid_action_name
 
 Events = Sequence[AuditEvent]
 MAX_POLICY_BYTES = 256 * 1024

@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.oauth = runtime.oauth_server(writer, hot)
         app.state.audit = writer
         app.state.authorizer = runtime.authorizer(writer, app.state.oauth, hot)
+        app.state.approvals = runtime.approvals(hot)
         app.state.runtime = runtime
         purger = asyncio.create_task(_purge_expired(runtime))
         try:

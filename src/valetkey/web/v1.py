@@ -11,12 +11,16 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from valetkey.errors import Forbidden, InvalidInput, NotFound
+from valetkey.identity.models import User
 from valetkey.oauth import dpop
 from valetkey.oauth.context import ClientContext
 from valetkey.oauth.server import OAuthServer
+from valetkey.policy.approvals import APPROVER_ROLES, Approvals
 from valetkey.policy.authorizer import Authorizer, CallerError
 from valetkey.policy.decision import Caller
 from valetkey.policy.intent import IntentError, parse_intent
+from valetkey.runtime import Runtime
 from valetkey.web.correlation import correlation_id
 from valetkey.web.errors import NO_STORE, json_response, problem
 
@@ -54,8 +58,8 @@ def _unauthorized(exc: Unauthorized) -> Response:
     return response
 
 
-async def authenticated(request: Request, path: str) -> tuple[Caller, ClientContext]:
-    """The agent behind the request's access token, checked in full (and its DPoP proof)."""
+async def token_claims(request: Request, path: str) -> dict[str, Any]:
+    """The claims of the request's access token, checked in full (and its DPoP proof)."""
     server: OAuthServer = request.app.state.oauth
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -81,6 +85,12 @@ async def authenticated(request: Request, path: str) -> tuple[Caller, ClientCont
             raise Unauthorized("DPoP", "invalid_dpop_proof", exc.description) from exc
         if proof.jkt != bound:
             raise Unauthorized("DPoP", "invalid_token", "the proof's key is not the token's")
+    return claims
+
+
+async def authenticated(request: Request, path: str) -> tuple[Caller, ClientContext]:
+    """The agent behind the request's access token."""
+    claims = await token_claims(request, path)
     authorizer: Authorizer = request.app.state.authorizer
     try:
         return await authorizer.caller(claims)
@@ -114,9 +124,81 @@ async def authorize(request: Request) -> Response:
     except Unauthorized as exc:
         return _unauthorized(exc)
     try:
-        intent, _approval = parse_intent(await _json_body(request))
+        intent, approval_id = parse_intent(await _json_body(request))
     except IntentError as exc:
         return problem(400, "invalid_intent", "Invalid intent", str(exc))
     authorizer: Authorizer = request.app.state.authorizer
-    decision = await authorizer.decide(caller, ctx, intent, correlation_id(request.scope))
+    decision = await authorizer.decide(
+        caller, ctx, intent, approval_id, correlation_id(request.scope)
+    )
     return json_response(decision.to_json(), 200, NO_STORE)
+
+
+# approvals ---------------------------------------------------------------------------------
+MAX_WAIT = 60.0
+
+
+async def _user_of(request: Request, claims: dict[str, Any]) -> User | None:
+    """The person a token is theirs: a sign-in token (a user as `sub`, nobody acting)."""
+    if claims["sub"] == claims["client_id"] or "act" in claims:
+        return None
+    runtime: Runtime = request.app.state.runtime
+    return await runtime.delegation_store.user_by_id(str(claims["sub"]))
+
+
+@router.get("/approvals/{approval_id}", summary="An approval; `wait` long-polls (≤ 60 s)")
+async def get_approval(request: Request, approval_id: str, wait: float = 0.0) -> Response:
+    try:
+        claims = await token_claims(request, f"/v1/approvals/{approval_id}")
+    except Unauthorized as exc:
+        return _unauthorized(exc)
+    runtime: Runtime = request.app.state.runtime
+    approvals: Approvals = request.app.state.approvals
+    user = await _user_of(request, claims)
+    approval = await approvals.get(approval_id[:64], str(claims["tenant"]))
+    mine = approval.agent_id == claims["client_id"] and user is None
+    if not mine and (user is None or not (set(user.roles) & set(APPROVER_ROLES)
+                                          or user.id == approval.user_id)):  # fmt: skip
+        raise NotFound(f"no approval {approval_id!r}")
+    if wait > 0 and approval.status == "pending":
+        approval = await approvals.wait(approval.id, approval.tenant_id, min(wait, MAX_WAIT))
+    return json_response(approval.to_json(runtime.settings.issuer), 200, NO_STORE)
+
+
+async def _decide(request: Request, approval_id: str, approve: bool) -> Response:
+    verb = "approve" if approve else "deny"
+    try:
+        claims = await token_claims(request, f"/v1/approvals/{approval_id}/{verb}")
+    except Unauthorized as exc:
+        return _unauthorized(exc)
+    user = await _user_of(request, claims)
+    if user is None:
+        raise Forbidden("only a person signed in to ValetKey may decide; an agent never can")
+    body = await request.body()
+    reason = None
+    if body:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput('the body is a JSON object, e.g. {"reason": "…"}') from exc
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("reason", ""), str):
+            raise InvalidInput("the body is a JSON object with an optional reason")
+        reason = parsed.get("reason") or None
+    runtime: Runtime = request.app.state.runtime
+    approvals: Approvals = request.app.state.approvals
+    tenant = await runtime.identity_store.find_tenant(str(claims["tenant"]))
+    decided = await approvals.decide(
+        approval_id[:64], user, approve, reason[:1000] if reason else None,
+        tenant.settings.self_approval_classes, correlation_id(request.scope),
+    )  # fmt: skip
+    return json_response(decided.to_json(runtime.settings.issuer), 200, NO_STORE)
+
+
+@router.post("/approvals/{approval_id}/approve", summary="Approve (a signed-in approver)")
+async def approve(request: Request, approval_id: str) -> Response:
+    return await _decide(request, approval_id, True)
+
+
+@router.post("/approvals/{approval_id}/deny", summary="Deny (a signed-in approver)")
+async def deny(request: Request, approval_id: str) -> Response:
+    return await _decide(request, approval_id, False)
