@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from valetkey.audit.events import AuditEvent
 from valetkey.policy.approvals import Approval, Status
 from valetkey.storage.audit_store import append_in
-from valetkey.storage.database import Database
-from valetkey.storage.hot_path import RowReader, select_where
+from valetkey.storage.hot_path import HotReadStore
 from valetkey.storage.tables import approvals
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Approval))
@@ -21,28 +20,20 @@ def _approval(row: Any) -> Approval:
     return Approval(**{name: getattr(row, name) for name in _FIELDS})
 
 
-class SqlApprovalStore:
-    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
-        self._db = db
-        self._hot = hot
-
-    def with_hot_path(self, hot: RowReader) -> "SqlApprovalStore":
-        return SqlApprovalStore(self._db, hot)
-
+class SqlApprovalStore(HotReadStore):
     async def create_approval(self, approval: Approval, events: Sequence[AuditEvent]) -> None:
         async with self._db.write() as conn:
             await conn.execute(approvals.insert().values(**dataclasses.asdict(approval)))
             await append_in(conn, self._db.is_sqlite, events)
 
     async def get_approval(self, approval_id: str) -> Approval | None:
-        found = await select_where(self._db, self._hot, approvals, id=approval_id)
+        found = await self._select(approvals, id=approval_id)
         return _approval(found[0]) if found else None
 
     async def find_pending(
         self, tenant_id: str, agent_id: str, delegation_key: str | None, digest: str, now: float
     ) -> Approval | None:
-        found = await select_where(
-            self._db, self._hot, approvals, tenant_id=tenant_id, status="pending",
+        found = await self._select(approvals, tenant_id=tenant_id, status="pending",
             intent_hash=digest, agent_id=agent_id,
         )  # fmt: skip
         waiting = [

@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from valetkey.audit.events import AuditEvent
@@ -11,8 +10,7 @@ from valetkey.errors import Conflict, NotFound
 from valetkey.identity.models import Delegation, TrustedIssuer, User
 from valetkey.storage import rows
 from valetkey.storage.audit_store import append_in
-from valetkey.storage.database import Database
-from valetkey.storage.hot_path import RowReader, select_where
+from valetkey.storage.hot_path import HotReadStore
 from valetkey.storage.identity_store import bump_tenant_version
 from valetkey.storage.tables import delegations, issuers, role_scopes, users
 
@@ -42,18 +40,7 @@ def _delegation(row: Any) -> Delegation:
     )
 
 
-class SqlDelegationStore:
-    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
-        self._db = db
-        self._hot = hot
-
-    def with_hot_path(self, hot: RowReader) -> "SqlDelegationStore":
-        """The same store, its token-path reads on the raw driver."""
-        return SqlDelegationStore(self._db, hot)
-
-    async def _select(self, table: sa.Table, **equals: Any) -> list[Any]:
-        return await select_where(self._db, self._hot, table, **equals)
-
+class SqlDelegationStore(HotReadStore):
     async def add_issuer(self, issuer: TrustedIssuer, events: Events = ()) -> TrustedIssuer:
         try:
             async with self._db.write() as conn:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import asyncpg
 import orjson
@@ -374,3 +374,18 @@ async def select_where(
             values[name] = _json(values[name])
         found.append(SimpleNamespace(**values))
     return found
+
+
+class HotReadStore:
+    """Base of the stores whose token-path reads may go through the raw-driver hot path:
+    the same store, `with_hot_path`, reads with `_select` and writes through SQLAlchemy."""
+
+    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
+        self._db = db
+        self._hot = hot
+
+    def with_hot_path(self, hot: RowReader) -> Self:
+        return type(self)(self._db, hot)
+
+    async def _select(self, table: sa.Table, **equals: Any) -> list[Any]:
+        return await select_where(self._db, self._hot, table, **equals)

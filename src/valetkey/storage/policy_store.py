@@ -12,22 +12,14 @@ from valetkey.audit.events import AuditEvent
 from valetkey.errors import Conflict, NotFound
 from valetkey.policy.decision import ActionDef
 from valetkey.storage.audit_store import append_in
-from valetkey.storage.database import Database
-from valetkey.storage.hot_path import RowReader, select_where
+from valetkey.storage.hot_path import HotReadStore
 from valetkey.storage.identity_store import bump_tenant_version
 from valetkey.storage.tables import actions, policy_versions
 
 Events = Sequence[AuditEvent]
 
 
-class SqlPolicyStore:
-    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
-        self._db = db
-        self._hot = hot
-
-    def with_hot_path(self, hot: RowReader) -> "SqlPolicyStore":
-        return SqlPolicyStore(self._db, hot)
-
+class SqlPolicyStore(HotReadStore):
     async def add_action(
         self, tenant_id: str, action: ActionDef, now: float, events: Events
     ) -> None:
@@ -45,15 +37,13 @@ class SqlPolicyStore:
             raise Conflict(f"action {action.name!r} already exists in this tenant") from exc
 
     async def list_actions(self, tenant_id: str) -> list[ActionDef]:
-        found = await select_where(self._db, self._hot, actions, tenant_id=tenant_id)
+        found = await self._select(actions, tenant_id=tenant_id)
         return sorted(
             (ActionDef(r.name, r.action_class, r.scope) for r in found), key=lambda a: a.name
         )
 
     async def active_policy(self, tenant_id: str) -> tuple[int, str] | None:
-        found = await select_where(
-            self._db, self._hot, policy_versions, tenant_id=tenant_id, active=True
-        )
+        found = await self._select(policy_versions, tenant_id=tenant_id, active=True)
         return (found[0].version, found[0].text) if found else None
 
     async def history(self, tenant_id: str) -> list[dict[str, Any]]:

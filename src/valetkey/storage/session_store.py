@@ -17,8 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from valetkey.audit.events import AuditEvent
 from valetkey.oauth.sessions import AuthorizationCode, CodeUse, RefreshRecord
 from valetkey.storage.audit_store import append_in
-from valetkey.storage.database import Database
-from valetkey.storage.hot_path import RowReader, select_where
+from valetkey.storage.hot_path import HotReadStore
 from valetkey.storage.tables import authorization_codes, refresh_tokens, revoked_tokens
 
 T = TypeVar("T", AuthorizationCode, RefreshRecord)
@@ -31,14 +30,7 @@ def _record(cls: type[T], row: Any) -> T:
     return cls(**values)
 
 
-class SqlSessionStore:
-    def __init__(self, db: Database, hot: RowReader | None = None) -> None:
-        self._db = db
-        self._hot = hot
-
-    def with_hot_path(self, hot: RowReader) -> "SqlSessionStore":
-        return SqlSessionStore(self._db, hot)
-
+class SqlSessionStore(HotReadStore):
     async def save_code(self, code: AuthorizationCode, events: Sequence[AuditEvent] = ()) -> None:
         async with self._db.write() as conn:
             await conn.execute(
@@ -103,7 +95,7 @@ class SqlSessionStore:
             )
 
     async def refresh_record(self, token_digest: str) -> RefreshRecord | None:
-        found = await select_where(self._db, self._hot, refresh_tokens, digest=token_digest)
+        found = await self._select(refresh_tokens, digest=token_digest)
         return _record(RefreshRecord, found[0]) if found else None
 
     async def rotate_refresh(self, previous: str | None, record: RefreshRecord, now: float) -> bool:
