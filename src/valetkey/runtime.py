@@ -35,6 +35,7 @@ from valetkey.storage.migrate import upgrade
 from valetkey.storage.oauth_store import SqlOAuthStore
 from valetkey.storage.policy_store import SqlPolicyStore
 from valetkey.storage.session_store import SqlSessionStore
+from valetkey.storage.usage_store import SqlUsageStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
 
 
@@ -103,8 +104,9 @@ class Runtime:
 
     def policies(self, correlation_id: str) -> PolicyService:
         return PolicyService(
-            self.identity(correlation_id), self.policy_store, self.clock, correlation_id
-        )
+            self.identity(correlation_id), self.policy_store, self.clock, correlation_id,
+            self.usage_store,
+        )  # fmt: skip
 
     def delegations(self, correlation_id: str) -> DelegationService:
         return DelegationService(
@@ -172,10 +174,15 @@ class Runtime:
         users = self.delegation_store.with_hot_path(hot) if hot else self.delegation_store
         point = DecisionPoint(policies, server.cache)
         approvals = self.approvals(hot)
+        usage = self.usage_store.with_hot_path(hot) if hot else self.usage_store
         return Authorizer(
             point, server.store, users, server.tenant_resources, audit, self.clock, approvals,
-            self.settings.issuer,
+            self.settings.issuer, usage, server.cache,
         )  # fmt: skip
+
+    @functools.cached_property
+    def usage_store(self) -> SqlUsageStore:
+        return SqlUsageStore(self.db)
 
     @functools.cached_property
     def approval_store(self) -> SqlApprovalStore:

@@ -24,6 +24,9 @@ class AuditEvent:
     user_id: str | None = None
     jti: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    # Usage counters to move in the event's own transaction (key, window start, expiry,
+    # amount): what a decision adds to the counts policies read. Not part of the chain.
+    counters: tuple[tuple[str, int, float, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from valetkey.cli import (
     demo,
     issuers,
     keys,
+    limits,
     policies,
     resources,
     roles,
@@ -44,6 +45,7 @@ app.add_typer(delegations.app, name="delegations")
 app.add_typer(actions.app, name="actions")
 app.add_typer(policies.app, name="policies")
 app.add_typer(approvals.app, name="approvals")
+app.add_typer(limits.app, name="limits")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")

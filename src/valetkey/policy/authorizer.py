@@ -3,7 +3,7 @@ decision point's checks in order, and the `decision.made` audit event, durable b
 answer goes out. `/v1/authorize` and the AuthZEN endpoints both end here."""
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from valetkey.audit.events import AuditEvent
@@ -11,9 +11,10 @@ from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock
 from valetkey.identity.mandates import Mandate, MandateError, parse_mandate
 from valetkey.identity.models import Resource
-from valetkey.oauth.context import ClientContext
+from valetkey.oauth.context import ClientContext, TenantCache
 from valetkey.oauth.delegated import ClientLoader, DelegatedStore
 from valetkey.oauth.verification import actors
+from valetkey.policy import limits
 from valetkey.policy.approvals import Approvals
 from valetkey.policy.decision import Caller, Decision, DecisionPoint, Reason
 from valetkey.policy.intent import Intent
@@ -56,7 +57,11 @@ class Authorizer:
         clock: Clock,
         approvals: Approvals,
         issuer: str,
+        usage: limits.UsageStore,
+        cache: TenantCache,
     ) -> None:
+        self._usage_store = usage
+        self._cache = cache
         self._approvals = approvals
         self._issuer = issuer
         self._point = point
@@ -103,15 +108,71 @@ class Authorizer:
     ) -> Decision:
         decision = await self._point.structural(caller, intent, await self._resources(ctx))
         klass = decision.action_class
+        counters: tuple[tuple[str, int, float, int], ...] = ()
         if decision.decision == "allow" and klass is not None:
-            usage = NO_USAGE
-            decision = await self._point.by_policy(
+            user_id = caller.user.id if caller.user else None
+            charges = limits.charges(
+                await self._limits(caller), caller.agent.id, user_id, klass, intent.cost or 0,
+                self._clock.now(),
+            )  # fmt: skip
+            usage, seen = await self._usage(caller, charges)
+            decision = self._over(charges, seen, klass) or await self._point.by_policy(
                 caller, intent, klass, usage.counters, usage.spent_today, approved=False
             )
             if decision.decision == "approval_required":
                 decision = await self._approval(caller, intent, klass, usage, decision,
                                                 approval_id, correlation_id)  # fmt: skip
-        await self._audit.record(self._event(caller, intent, decision, correlation_id))
+            if decision.decision == "allow":
+                over = await self._usage_store.charge(caller.tenant.id, charges)
+                if over is not None:
+                    decision = self._rate_limited(over, klass)
+                else:
+                    decision.limits = _remaining(charges, seen)
+                    counters = tuple(
+                        (c.key, c.window_start, c.expires_at, c.amount)
+                        for c in limits.context_charges(
+                            caller.agent.id, user_id, klass, intent.cost or 0, self._clock.now()
+                        )
+                    )
+        event = self._event(caller, intent, decision, correlation_id)
+        await self._audit.record(replace(event, counters=counters))
+        return decision
+
+    async def _limits(self, caller: Caller) -> list[limits.Limit]:
+        tenant = caller.tenant
+        return await self._cache.get(
+            tenant, "limits", lambda: self._usage_store.list_limits(tenant.id)
+        )
+
+    async def _usage(
+        self, caller: Caller, charges: list[limits.Charge]
+    ) -> tuple[Usage, dict[tuple[str, int], int]]:
+        """The counters policies read and the limit counters, in one read."""
+        now = self._clock.now()
+        user_id = caller.user.id if caller.user else None
+        context = limits.context_keys(caller.agent.id, user_id, now)
+        keys = context + [(c.key, c.window_start) for c in charges]
+        seen = await self._usage_store.read_counters(caller.tenant.id, keys)
+        by_class = {k.rsplit(":", 1)[1]: seen.get((k, w), 0) for k, w in context[:-1]}
+        return Usage(by_class, seen.get(context[-1], 0)), seen
+
+    def _over(
+        self, charges: list[limits.Charge], seen: dict[tuple[str, int], int], klass: str
+    ) -> Decision | None:
+        """A limit already reached: deny before the policies run (cheap first)."""
+        for charge in charges:
+            if charge.maximum is not None and (
+                seen.get((charge.key, charge.window_start), 0) + charge.amount > charge.maximum
+            ):
+                return self._rate_limited(charge, klass)
+        return None
+
+    def _rate_limited(self, charge: limits.Charge, klass: str) -> Decision:
+        lim = charge.limit
+        what = f"{lim.kind} limit of {lim.maximum} per {lim.per}" if lim else "a limit"
+        retry = charge.retry_after(self._clock.now())
+        decision = Decision("deny", klass, [Reason("rate_limited", f"{what} reached")])
+        decision.limits = {"retry_after": retry, "limit_id": lim.id if lim else None}
         return decision
 
     async def _approval(
@@ -173,3 +234,16 @@ class Authorizer:
                 **({"approval_id": decision.approval["id"]} if decision.approval else {}),
             },
         )
+
+
+def _remaining(charges: list[limits.Charge], seen: dict[tuple[str, int], int]) -> dict[str, Any]:
+    """What is left of each limit that counted this decision (as of just before it)."""
+    left: dict[str, Any] = {}
+    for charge in charges:
+        if charge.limit is not None and charge.maximum is not None:
+            used = seen.get((charge.key, charge.window_start), 0) + charge.amount
+            left[charge.limit.id] = {
+                "kind": charge.limit.kind, "per": charge.limit.per,
+                "maximum": charge.maximum, "remaining": max(0, charge.maximum - used),
+            }  # fmt: skip
+    return left

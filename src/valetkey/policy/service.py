@@ -9,13 +9,16 @@ from typing import Any, Protocol
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
 from valetkey.errors import InvalidInput, NotFound
-from valetkey.identity.models import CLASSES
+from valetkey.identity.mandates import MandateError, parse_mandate
+from valetkey.identity.models import CLASSES, Client
 from valetkey.identity.scopes import valid_scope
 from valetkey.identity.service import IdentityService
+from valetkey.ids import new_id
 from valetkey.oauth.context import TenantCache
 from valetkey.policy.cedar import DEFAULT_POLICIES, schema_text, validate
 from valetkey.policy.decision import ActionDef, Caller, DecisionPoint, PolicyStore
 from valetkey.policy.intent import IntentError, parse_intent, valid_action_name
+from valetkey.policy.limits import WINDOWS, Limit
 
 Events = Sequence[AuditEvent]
 MAX_POLICY_BYTES = 256 * 1024
@@ -45,11 +48,22 @@ class CaseResult:
         return self.expected == self.got
 
 
+class LimitAdminStore(Protocol):
+    async def list_limits(self, tenant_id: str) -> list[Limit]: ...
+    async def set_limit(self, limit: Limit, now: float, events: Events) -> Limit: ...
+
+
 class PolicyService:
     def __init__(
-        self, identity: IdentityService, store: PolicyAdminStore, clock: Clock, cid: str
+        self,
+        identity: IdentityService,
+        store: PolicyAdminStore,
+        clock: Clock,
+        cid: str,
+        limits: LimitAdminStore | None = None,
     ) -> None:
         self._identity = identity
+        self._limits = limits
         self._store = store
         self._clock = clock
         self._cid = cid
@@ -81,6 +95,44 @@ class PolicyService:
 
     async def list_actions(self, tenant_ref: str) -> list[ActionDef]:
         return await self._store.list_actions((await self._identity.tenant(tenant_ref)).id)
+
+    # limits --------------------------------------------------------------------------------
+    async def set_limit(
+        self,
+        tenant_ref: str,
+        *,
+        agent: str | None,
+        user: str | None,
+        klass: str | None,
+        maximum: int | None,
+        budget: int | None,
+        per: str,
+    ) -> Limit:
+        assert self._limits is not None
+        tenant = await self._identity.tenant(tenant_ref)
+        if (maximum is None) == (budget is None):
+            raise InvalidInput("give either --max N (a count) or --budget AMOUNT (a cost)")
+        if per not in WINDOWS:
+            raise InvalidInput("--per is minute, hour or day")
+        if budget is not None and per != "day":
+            raise InvalidInput("budgets are per day")
+        value = maximum if maximum is not None else budget
+        if value is None or value < 0:
+            raise InvalidInput("a limit is a whole number, 0 or more")
+        if klass is not None and klass not in CLASSES:
+            raise InvalidInput(f"--class is one of {', '.join(CLASSES)}")
+        agent_id = (await self._identity.agent(agent, tenant.id)).id if agent else None
+        user_id = (await self._identity.user(tenant.id, user)).id if user else None
+        limit = Limit(new_id("lim"), tenant.id, agent_id, user_id, klass,
+                      "count" if maximum is not None else "budget", value, per)  # type: ignore[arg-type]  # fmt: skip
+        event = self._ev("limit.set", tenant.id, limit_id=limit.id, agent_id=agent_id,
+                         user_id=user_id, action_class=klass, kind=limit.kind,
+                         maximum=value, per=per)  # fmt: skip
+        return await self._limits.set_limit(limit, self._clock.now(), [event])
+
+    async def list_limits(self, tenant_ref: str) -> list[Limit]:
+        assert self._limits is not None
+        return await self._limits.list_limits((await self._identity.tenant(tenant_ref)).id)
 
     # policies ------------------------------------------------------------------------------
     async def schema(self, tenant_id: str) -> str:
@@ -127,7 +179,9 @@ class PolicyService:
 
     async def test(self, tenant_ref: str, cases: Any, text: str | None = None) -> list[CaseResult]:
         """Run data-driven cases against the active policies, or against `text` before it is
-        pushed: `[{"name", "agent"?, "user"?, "intent": {…}, "expect"}]`."""
+        pushed: `[{"name", "agent"?, "user"?, "intent": {…}, "expect"}]`, and optionally
+        `scopes`, `mandate` ({"actions", "locations"}), `counters` ({class: n}),
+        `spent_today` and `approved` for the decision's context."""
         tenant = await self._identity.tenant(tenant_ref)
         if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
             raise InvalidInput("the cases file holds a JSON array of objects")
@@ -161,16 +215,27 @@ class PolicyService:
         return results
 
     async def _caller(self, tenant_id: str, case: dict[str, Any]) -> Caller:
-        agents = await self._identity.list_agents(tenant_id)
         ref = case.get("agent")
-        agent = next((a for a in agents if ref in (a.id, a.name)), None) if ref else None
-        if agent is None:
-            if ref or not agents:
+        if ref:
+            agents = await self._identity.list_agents(tenant_id)
+            found = next((a for a in agents if ref in (a.id, a.name)), None)
+            if found is None:
                 raise InvalidInput(f"{case.get('name')}: no agent {ref!r} in this tenant")
-            agent = agents[0]
+            agent = found
+        else:  # no agent named: one that holds every scope, so the policies alone decide
+            declared = {s for r in await self._identity.list_resources(tenant_id) for s in r.scopes}
+            agent = Client("agt_policy_test", tenant_id, "agent", "policy-test", "active",
+                           scopes=tuple(sorted(declared)))  # fmt: skip
         user = await self._identity.user(tenant_id, case["user"]) if case.get("user") else None
         scopes = tuple(case.get("scopes") or agent.scopes)
-        return Caller(await self._identity.tenant(tenant_id), agent, user, scopes, None, "test")
+        mandate = None
+        if case.get("mandate") is not None:
+            try:
+                mandate = parse_mandate({"type": "mandate", **case["mandate"]})
+            except (MandateError, TypeError) as exc:
+                raise InvalidInput(f"{case.get('name')}: mandate: {exc}") from exc
+        tenant = await self._identity.tenant(tenant_id)
+        return Caller(tenant, agent, user, scopes, mandate, "test")
 
 
 class _Candidate:

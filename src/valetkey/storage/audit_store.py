@@ -23,6 +23,22 @@ from valetkey.storage.tables import audit_events, audit_heads
 _PAGE = 2000
 
 
+# What a decision adds to the counters policies read, in its audit event's transaction.
+COUNTER_UPSERT = (
+    "INSERT INTO usage_counters (tenant_id, key, window_start, count, expires_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, key, window_start) "
+    "DO UPDATE SET count = usage_counters.count + excluded.count"
+)
+
+
+def counter_rows(events: Sequence[AuditEvent]) -> list[tuple[Any, ...]]:
+    return [
+        (e.tenant_id, key, start, amount, expires)
+        for e in events
+        for key, start, expires, amount in e.counters
+    ]
+
+
 async def append_in(conn: AsyncConnection, is_sqlite: bool, events: Sequence[AuditEvent]) -> None:
     """Chain and insert events inside the caller's transaction: a change and its audit
     events commit together or not at all."""
@@ -51,6 +67,13 @@ async def append_in(conn: AsyncConnection, is_sqlite: bool, events: Sequence[Aud
             audit_heads.update()
             .where(audit_heads.c.tenant_id == tenant_id)
             .values(seq=seq, hash=digest)
+        )
+    moves = counter_rows(events)
+    if moves:
+        names = ("t", "k", "w", "n", "e")
+        await conn.execute(
+            sa.text(COUNTER_UPSERT.replace("?, ?, ?, ?, ?", ":t, :k, :w, :n, :e")),
+            [dict(zip(names, m, strict=True)) for m in moves],
         )
 
 

@@ -31,7 +31,7 @@ from valetkey.audit.chain import GENESIS
 from valetkey.audit.events import AuditEvent, StoredEvent
 from valetkey.oauth.context import ClientContext
 from valetkey.storage import rows
-from valetkey.storage.audit_store import chain_event
+from valetkey.storage.audit_store import COUNTER_UPSERT, chain_event, counter_rows
 from valetkey.storage.database import Database
 
 _CLIENT_COLUMNS = (
@@ -232,6 +232,9 @@ class SqliteHotPath:
             }
             rows = _chain_all(events, heads, encode_data=False)
             conn.execute(self._insert_sql, (orjson.dumps(rows),))
+            moves = counter_rows(events)
+            if moves:
+                conn.executemany(COUNTER_UPSERT, moves)
             conn.executemany(
                 "UPDATE audit_heads SET seq = ?, hash = ? WHERE tenant_id = ?",
                 [(heads[t][0], heads[t][1], t) for t in tenants],
@@ -332,6 +335,9 @@ class PostgresHotPath:
                 [heads[t][0] for t in tenants],
                 [heads[t][1] for t in tenants],
             )
+            moves = counter_rows(events)
+            if moves:
+                await conn.executemany(_numbered(COUNTER_UPSERT), moves)
         self._known_heads.update(tenants)
 
     async def close(self) -> None:
