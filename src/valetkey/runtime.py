@@ -23,6 +23,7 @@ from valetkey.oauth.server import OAuthServer
 from valetkey.oauth.verification import LocalTokens
 from valetkey.policy.approvals import Approvals
 from valetkey.policy.authorizer import Authorizer
+from valetkey.policy.authzen import AuthZen
 from valetkey.policy.decision import DecisionPoint
 from valetkey.policy.service import PolicyService
 from valetkey.storage.approval_store import SqlApprovalStore
@@ -169,10 +170,16 @@ class Runtime:
             else None,
         )
 
-    def authorizer(self, audit: AuditSink, server: OAuthServer, hot: HotPath | None) -> Authorizer:
+    def decision_point(self, server: OAuthServer, hot: HotPath | None) -> DecisionPoint:
         policies = self.policy_store.with_hot_path(hot) if hot else self.policy_store
+        return DecisionPoint(policies, server.cache)
+
+    def authzen(self, audit: AuditSink, server: OAuthServer, hot: HotPath | None) -> AuthZen:
+        return AuthZen(self.decision_point(server, hot), audit, self.clock)
+
+    def authorizer(self, audit: AuditSink, server: OAuthServer, hot: HotPath | None) -> Authorizer:
         users = self.delegation_store.with_hot_path(hot) if hot else self.delegation_store
-        point = DecisionPoint(policies, server.cache)
+        point = self.decision_point(server, hot)
         approvals = self.approvals(hot)
         usage = self.usage_store.with_hot_path(hot) if hot else self.usage_store
         return Authorizer(

@@ -50,14 +50,25 @@ def push(
     file: Path = FileArg,
     tenant: str = TenantOpt,
     note: str = typer.Option("", "--note", help="Why, for the history."),
+    entities: Path = typer.Option(
+        None,
+        "--entities",
+        exists=True,
+        dir_okay=False,
+        help="Cedar entities JSON: the tenant's own directory (users, roles) for AuthZEN.",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Validate and activate a policy file as the tenant's next version."""
     text = file.read_text()
+    try:
+        stored = orjson.loads(entities.read_bytes()) if entities else None
+    except orjson.JSONDecodeError as exc:
+        fail(f"{entities}: not JSON ({exc})")
 
     async def go() -> int:
         async with policy_service() as svc:
-            return await svc.push(tenant, text, note)
+            return await svc.push(tenant, text, note, stored)
 
     version = run(go)
     if json:

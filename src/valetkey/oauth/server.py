@@ -351,6 +351,10 @@ class OAuthServer:
             )
         return ctx
 
+    async def authenticate(self, meta: RequestMeta) -> ClientContext:
+        """A client by its `Authorization` header (Basic), for endpoints beyond OAuth's."""
+        return await self._authenticate({}, meta, self._clock.now())
+
     # introspection (RFC 7662) --------------------------------------------------------------
     async def introspect(
         self, pairs: Iterable[tuple[str, str]], meta: RequestMeta

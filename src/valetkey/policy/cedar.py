@@ -57,6 +57,12 @@ class PolicyError(ValueError):
     """The policy text does not parse or does not validate against the tenant's schema."""
 
 
+def uid(kind: str, ident: str) -> str:
+    """A Cedar entity reference, `Kind::"id"`, with the id escaped."""
+    escaped = ident.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{kind}::"{escaped}"'
+
+
 def _quote(name: str) -> str:
     return json.dumps(name)
 
@@ -84,14 +90,30 @@ def action_entities(actions: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
     return found
 
 
+_FOREIGN = ("unrecognized entity type", "unrecognized action")
+
+
 def validate(text: str, schema: str) -> list[str]:
-    """Every error found, parse errors first; [] when the policies are valid."""
+    """Every error found, parse errors first; [] when the policies are valid.
+
+    A policy about ValetKey's own entities and actions must validate against the tenant's
+    schema. A policy about the caller's own types (AuthZEN callers bring theirs: `todo`,
+    `can_read_todos`) cannot be checked against a schema that does not know them; it is
+    accepted when it parses."""
     try:
         cedarpy.PolicySet.from_str(text)
     except ValueError as exc:
         return [f"does not parse: {exc}"]
     result = cedarpy.validate_policies(text, schema)
-    return [] if result.validation_passed else [str(e) for e in result.errors]
+    if result.validation_passed:
+        return []
+    errors = [str(e) for e in result.errors]
+    foreign = {_policy_of(e) for e in errors if any(f in e for f in _FOREIGN)}
+    return [e for e in errors if _policy_of(e) not in foreign]
+
+
+def _policy_of(error: str) -> str:
+    return error.split("]", 1)[0] if error.startswith("[") else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +126,13 @@ class CedarOutcome:
 class CompiledPolicies:
     """One tenant's policy set at one version: parsed, with its annotations, ready to run."""
 
-    def __init__(self, text: str, actions: Sequence[tuple[str, str]], version: int) -> None:
+    def __init__(
+        self,
+        text: str,
+        actions: Sequence[tuple[str, str]],
+        version: int,
+        entities: Sequence[dict[str, Any]] = (),
+    ) -> None:
         try:
             self._set = cedarpy.PolicySet.from_str(text)
             parsed = json.loads(cedarpy.policies_to_json_str(text))
@@ -119,6 +147,7 @@ class CompiledPolicies:
             if p.get("effect") == "forbid" and p.get("annotations", {}).get("outcome") == "approval"
         }  # fmt: skip
         self._actions = action_entities(actions)
+        self.stored = {_uid_key(e): e for e in entities if _uid_key(e) is not None}
 
     def evaluate(
         self,
@@ -139,3 +168,14 @@ class CompiledPolicies:
         if reasons and all(r in self._approval for r in reasons):
             return CedarOutcome("approval_required", named, errors)
         return CedarOutcome("deny", named, errors)
+
+
+def _uid_key(entity: dict[str, Any]) -> tuple[str, str] | None:
+    uid = entity.get("uid") if isinstance(entity, dict) else None
+    if (
+        isinstance(uid, dict)
+        and isinstance(uid.get("type"), str)
+        and isinstance(uid.get("id"), str)
+    ):
+        return uid["type"], uid["id"]
+    return None

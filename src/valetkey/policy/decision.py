@@ -19,7 +19,7 @@ from valetkey.identity.scopes import closure
 from valetkey.ids import new_id
 from valetkey.oauth.audience import all_implications
 from valetkey.oauth.context import TenantCache
-from valetkey.policy.cedar import DEFAULT_POLICIES, CompiledPolicies
+from valetkey.policy.cedar import DEFAULT_POLICIES, CompiledPolicies, uid
 from valetkey.policy.intent import Intent
 
 Verdict = Literal["allow", "deny", "approval_required"]
@@ -87,10 +87,17 @@ class Decision:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    version: int
+    text: str
+    entities: tuple[dict[str, Any], ...] = ()  # the tenant's own Cedar entities (AuthZEN)
+
+
 class PolicyStore(Protocol):
     async def list_actions(self, tenant_id: str) -> list[ActionDef]: ...
-    async def active_policy(self, tenant_id: str) -> tuple[int, str] | None:
-        """(version, Cedar text) of the tenant's active policy set; None: the default."""
+    async def active_policy(self, tenant_id: str) -> PolicyVersion | None:
+        """The tenant's active policy set; None: the default."""
         ...
 
 
@@ -122,9 +129,10 @@ class DecisionPoint:
     async def policies(self, tenant: Tenant) -> CompiledPolicies:
         async def load() -> CompiledPolicies:
             actions = [(a.name, a.klass) for a in await self._store.list_actions(tenant.id)]
-            active = await self._store.active_policy(tenant.id)
-            version, text = active if active is not None else (0, DEFAULT_POLICIES)
-            return CompiledPolicies(text, actions, version)
+            active = await self._store.active_policy(tenant.id) or PolicyVersion(
+                0, DEFAULT_POLICIES
+            )
+            return CompiledPolicies(active.text, actions, active.version, active.entities)
 
         return await self._cache.get(tenant, "policies", load)
 
@@ -174,7 +182,7 @@ class DecisionPoint:
         if caller.user is not None:
             context["user"] = {"__entity": {"type": "User", "id": caller.user.id}}
         outcome = compiled.evaluate(
-            f'Agent::"{caller.agent.id}"', intent.action, _uid("Resource", intent.resource),
+            f'Agent::"{caller.agent.id}"', intent.action, uid("Resource", intent.resource),
             context, entities,
         )  # fmt: skip
         decision = Decision(
@@ -205,8 +213,3 @@ class DecisionPoint:
                  "parents": [tenant]}
             )  # fmt: skip
         return found
-
-
-def _uid(kind: str, ident: str) -> str:
-    escaped = ident.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{kind}::"{escaped}"'

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cedarpy
+import orjson
+
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
 from valetkey.errors import InvalidInput, NotFound
@@ -16,7 +19,7 @@ from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
 from valetkey.oauth.context import TenantCache
 from valetkey.policy.cedar import DEFAULT_POLICIES, schema_text, validate
-from valetkey.policy.decision import ActionDef, Caller, DecisionPoint, PolicyStore
+from valetkey.policy.decision import ActionDef, Caller, DecisionPoint, PolicyStore, PolicyVersion
 from valetkey.policy.intent import IntentError, parse_intent, valid_action_name
 from valetkey.policy.limits import WINDOWS, Limit
 
@@ -30,7 +33,13 @@ class PolicyAdminStore(PolicyStore, Protocol):
     ) -> None: ...
     async def history(self, tenant_id: str) -> list[dict[str, Any]]: ...
     async def push(
-        self, tenant_id: str, text: str, note: str, now: float, events: Events
+        self,
+        tenant_id: str,
+        text: str,
+        note: str,
+        now: float,
+        events: Events,
+        entities: Sequence[dict[str, Any]] = (),
     ) -> int: ...
     async def activate(self, tenant_id: str, version: int, events: Events) -> None: ...
 
@@ -144,20 +153,26 @@ class PolicyService:
             return [f"a policy set is at most {MAX_POLICY_BYTES} bytes"]
         return validate(text, await self.schema(tenant.id))
 
-    async def push(self, tenant_ref: str, text: str, note: str = "") -> int:
+    async def push(self, tenant_ref: str, text: str, note: str = "", entities: Any = None) -> int:
+        """Validate and activate `text` (with the tenant's own Cedar entities, if any)."""
         tenant = await self._identity.tenant(tenant_ref)
         errors = await self.validate(tenant.id, text)
         if errors:
             raise InvalidInput("the policies do not validate: " + "; ".join(errors[:5]))
+        stored = _entities(entities)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        event = self._ev("policy.pushed", tenant.id, sha256=digest, note=note[:256])
-        return await self._store.push(tenant.id, text, note[:256], self._clock.now(), [event])
+        event = self._ev("policy.pushed", tenant.id, sha256=digest, note=note[:256],
+                         entities=len(stored))  # fmt: skip
+        return await self._store.push(
+            tenant.id, text, note[:256], self._clock.now(), [event], stored
+        )
 
     async def show(self, tenant_ref: str) -> dict[str, Any]:
         tenant = await self._identity.tenant(tenant_ref)
         active = await self._store.active_policy(tenant.id)
-        version, text = active if active is not None else (0, DEFAULT_POLICIES)
-        return {"tenant": tenant.id, "version": version, "default": active is None, "text": text,
+        shown = active or PolicyVersion(0, DEFAULT_POLICIES)
+        return {"tenant": tenant.id, "version": shown.version, "default": active is None,
+                "text": shown.text, "entities": list(shown.entities),
                 "schema": await self.schema(tenant.id)}  # fmt: skip
 
     async def history(self, tenant_ref: str) -> list[dict[str, Any]]:
@@ -248,5 +263,18 @@ class _Candidate:
     async def list_actions(self, tenant_id: str) -> list[ActionDef]:
         return await self._store.list_actions(tenant_id)
 
-    async def active_policy(self, tenant_id: str) -> tuple[int, str] | None:
-        return (-1, self._text)
+    async def active_policy(self, tenant_id: str) -> PolicyVersion | None:
+        return PolicyVersion(-1, self._text)
+
+
+def _entities(data: Any) -> list[dict[str, Any]]:
+    """A Cedar entities list (`[{"uid": {"type", "id"}, "attrs", "parents"}]`), checked."""
+    if data is None:
+        return []
+    if not isinstance(data, list) or len(data) > 10_000:
+        raise InvalidInput("the entities file holds a JSON array (at most 10,000 entities)")
+    try:
+        cedarpy.Entities.from_json_str(orjson.dumps(data).decode())
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"the entities are not valid Cedar entities: {exc}") from exc
+    return data

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from valetkey.audit.events import AuditEvent
 from valetkey.errors import Conflict, NotFound
-from valetkey.policy.decision import ActionDef
+from valetkey.policy.decision import ActionDef, PolicyVersion
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.hot_path import HotReadStore
 from valetkey.storage.identity_store import bump_tenant_version
@@ -42,9 +42,11 @@ class SqlPolicyStore(HotReadStore):
             (ActionDef(r.name, r.action_class, r.scope) for r in found), key=lambda a: a.name
         )
 
-    async def active_policy(self, tenant_id: str) -> tuple[int, str] | None:
+    async def active_policy(self, tenant_id: str) -> PolicyVersion | None:
         found = await self._select(policy_versions, tenant_id=tenant_id, active=True)
-        return (found[0].version, found[0].text) if found else None
+        if not found:
+            return None
+        return PolicyVersion(found[0].version, found[0].text, tuple(found[0].entities or ()))
 
     async def history(self, tenant_id: str) -> list[dict[str, Any]]:
         async with self._db.read() as conn:
@@ -59,7 +61,15 @@ class SqlPolicyStore(HotReadStore):
                 for r in rows
             ]  # fmt: skip
 
-    async def push(self, tenant_id: str, text: str, note: str, now: float, events: Events) -> int:
+    async def push(
+        self,
+        tenant_id: str,
+        text: str,
+        note: str,
+        now: float,
+        events: Events,
+        entities: Sequence[dict[str, Any]] = (),
+    ) -> int:
         """Store `text` as the next version and make it the active one."""
         async with self._db.write() as conn:
             await self._lock(conn, tenant_id)
@@ -77,7 +87,7 @@ class SqlPolicyStore(HotReadStore):
             await conn.execute(
                 policy_versions.insert().values(
                     tenant_id=tenant_id, version=version, text=text, active=True, note=note,
-                    created_at=now,
+                    created_at=now, entities=list(entities) or None,
                 )
             )  # fmt: skip
             await bump_tenant_version(conn, tenant_id)

@@ -234,6 +234,7 @@ policy_versions = sa.Table(
     sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("text", sa.Text, nullable=False),
+    sa.Column("entities", sa.JSON, nullable=True),  # the tenant's own Cedar entities
     sa.Column("active", sa.Boolean, nullable=False),
     sa.Column("note", sa.String(256), nullable=False, server_default=""),
     sa.Column("created_at", Time, nullable=False),

@@ -15,7 +15,7 @@ from valetkey import __version__
 from valetkey.audit.writer import BatchingAuditWriter
 from valetkey.config import Settings
 from valetkey.runtime import Runtime
-from valetkey.web import authorize, errors, oauth_routes, v1
+from valetkey.web import authorize, authzen, errors, oauth_routes, v1
 from valetkey.web.correlation import CorrelationMiddleware
 from valetkey.web.errors import json_response
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.audit = writer
         app.state.authorizer = runtime.authorizer(writer, app.state.oauth, hot)
         app.state.approvals = runtime.approvals(hot)
+        app.state.authzen = runtime.authzen(writer, app.state.oauth, hot)
         app.state.runtime = runtime
         purger = asyncio.create_task(_purge_expired(runtime))
         try:
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(authorize.router)
     app.include_router(v1.router)
+    app.include_router(authzen.router)
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 

@@ -41,6 +41,7 @@ def upgrade() -> None:
         ),
         sa.Column("version", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("entities", sa.JSON(), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("note", sa.String(length=256), server_default="", nullable=False),
         sa.Column("created_at", Time, nullable=False),
