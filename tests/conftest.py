@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.databases import BACKENDS, new_database_url
+from tests.support.mailbox import Mailbox, running_mailbox
 from tests.support.server import RunningServer, running_server
 
 
@@ -18,10 +19,21 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One running server per backend for the whole session (tests use their own tenants)."""
+def mailbox() -> Iterator[Mailbox]:
+    """The SMTP server every test server sends its approval emails to."""
+    with running_mailbox() as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox
+) -> Iterator[RunningServer]:
+    """One running server per backend for the whole session (tests use their own tenants).
+    It may notify webhooks on 127.0.0.1 (the tests' receivers) and mails `mailbox`."""
     tmp = tmp_path_factory.mktemp(f"server-{backend}")
-    with running_server(new_database_url(backend, tmp), tmp / "data") as running:
+    env = {"VALETKEY_SMTP_URL": mailbox.url, "VALETKEY_FETCH_ALLOW_HOSTS": "127.0.0.1"}
+    with running_server(new_database_url(backend, tmp), tmp / "data", **env) as running:
         yield running
 
 

@@ -77,6 +77,22 @@ class Settings(BaseSettings):
         le=7 * 86400,
         description="How long a human approval request waits before it expires (15 min).",
     )
+    smtp_url: str = Field(
+        "",
+        description=(
+            "Where approval emails go out (`smtp://host:port`); empty: no email. Approvers "
+            "and admins of the tenant receive them."
+        ),
+    )
+    smtp_from: str = Field("valetkey@localhost", description="The From address of emails.")
+    fetch_allow_hosts: str = Field(
+        "",
+        description=(
+            "Comma-separated hosts or CIDRs that outbound fetches of client-supplied URLs "
+            "(webhooks, metadata documents) may reach although private, loopback or "
+            "link-local."
+        ),
+    )
     session_ttl: int = Field(
         3600,
         ge=60,

@@ -11,6 +11,9 @@ from valetkey.clock import Clock, SystemClock
 from valetkey.config import Settings
 from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
+from valetkey.notify.messages import approval_payload
+from valetkey.notify.outbox import Delivery, Dispatcher, planned
+from valetkey.notify.service import Notifications
 from valetkey.oauth.delegated import Consent
 from valetkey.oauth.dpop import NonceSource
 from valetkey.oauth.grants.authorization_code import AuthorizationCodeGrant
@@ -21,10 +24,10 @@ from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
 from valetkey.oauth.verification import LocalTokens
-from valetkey.policy.approvals import Approvals
+from valetkey.policy.approvals import Approval, Approvals
 from valetkey.policy.authorizer import Authorizer
 from valetkey.policy.authzen import AuthZen
-from valetkey.policy.decision import DecisionPoint
+from valetkey.policy.decision import Caller, DecisionPoint
 from valetkey.policy.service import PolicyService
 from valetkey.storage.approval_store import SqlApprovalStore
 from valetkey.storage.audit_store import SqlAuditStore
@@ -33,6 +36,7 @@ from valetkey.storage.delegation_store import SqlDelegationStore
 from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.migrate import upgrade
+from valetkey.storage.notify_store import SqlNotifyStore
 from valetkey.storage.oauth_store import SqlOAuthStore
 from valetkey.storage.policy_store import SqlPolicyStore
 from valetkey.storage.session_store import SqlSessionStore
@@ -195,9 +199,42 @@ class Runtime:
     def approval_store(self) -> SqlApprovalStore:
         return SqlApprovalStore(self.db)
 
+    @functools.cached_property
+    def notify_store(self) -> SqlNotifyStore:
+        return SqlNotifyStore(self.db, self.envelope)
+
     def approvals(self, hot: HotPath | None = None) -> Approvals:
         store = self.approval_store.with_hot_path(hot) if hot else self.approval_store
-        return Approvals(store, self.clock, self.settings.approval_ttl)
+        return Approvals(store, self.clock, self.settings.approval_ttl, self._plan_notifications)
+
+    async def _plan_notifications(self, approval: Approval, caller: Caller) -> list[Delivery]:
+        """Who hears of a new approval request: the tenant's webhooks and approvers."""
+        notify = self.notify_store
+        sponsor = await self.delegation_store.user_by_id(caller.agent.sponsor_id or "")
+        agent = {
+            "id": caller.agent.id,
+            "name": caller.agent.name,
+            "address": caller.agent.address,
+            "sponsor": sponsor.email if sponsor else None,
+        }
+        payload = approval_payload(
+            approval.to_json(self.settings.issuer), agent,
+            caller.user.email if caller.user else None, approval.tenant_id,
+        )  # fmt: skip
+        emails = await notify.approver_emails(approval.tenant_id) if self.settings.smtp_url else []
+        hooks = await notify.active_webhooks(approval.tenant_id)
+        return planned(approval.tenant_id, "approval.requested", payload, hooks, emails,
+                       self.clock.now())  # fmt: skip
+
+    def notifications(self, correlation_id: str) -> Notifications:
+        return Notifications(
+            self.identity(correlation_id), self.notify_store, self.clock, correlation_id
+        )
+
+    def dispatcher(self) -> Dispatcher:
+        settings = self.settings
+        return Dispatcher(self.notify_store, self.clock, settings.smtp_url, settings.smtp_from,
+                          settings.fetch_allow_hosts)  # fmt: skip
 
     async def close(self) -> None:
         await self.db.dispose()

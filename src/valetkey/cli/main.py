@@ -21,6 +21,7 @@ from valetkey.cli import (
     roles,
     tenants,
     users,
+    webhooks,
 )
 from valetkey.cli.common import console, print_json, run, runtime, settings
 from valetkey.storage.migrate import head_revision
@@ -46,6 +47,7 @@ app.add_typer(actions.app, name="actions")
 app.add_typer(policies.app, name="policies")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(limits.app, name="limits")
+app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")

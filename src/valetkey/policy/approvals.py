@@ -8,7 +8,7 @@ the user the agent acts for only for the classes the tenant allows (default: `wr
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -17,6 +17,7 @@ from valetkey.clock import Clock, iso
 from valetkey.errors import Conflict, Forbidden, NotFound
 from valetkey.identity.models import User
 from valetkey.ids import new_id
+from valetkey.notify.outbox import Delivery
 from valetkey.policy.decision import Caller
 from valetkey.policy.intent import Intent
 
@@ -63,8 +64,16 @@ def intent_hash(intent: Intent) -> str:
     return hashlib.sha256(intent.canonical()).hexdigest()
 
 
+Planner = Callable[[Approval, Caller], Awaitable[Sequence[Delivery]]]
+
+
 class ApprovalStore(Protocol):
-    async def create_approval(self, approval: Approval, events: Events) -> None: ...
+    async def create_approval(
+        self, approval: Approval, events: Events, deliveries: Sequence[Delivery] = ()
+    ) -> None:
+        """Store it with its events and the notifications it causes, in one transaction."""
+        ...
+
     async def get_approval(self, approval_id: str) -> Approval | None: ...
     async def find_pending(
         self, tenant_id: str, agent_id: str, delegation_key: str | None, digest: str, now: float
@@ -84,10 +93,13 @@ class ApprovalStore(Protocol):
 
 
 class Approvals:
-    def __init__(self, store: ApprovalStore, clock: Clock, ttl: int = 900) -> None:
+    def __init__(
+        self, store: ApprovalStore, clock: Clock, ttl: int = 900, planner: Planner | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
         self._ttl = ttl
+        self._planner = planner
 
     def _ev(self, type: str, a: Approval, cid: str, **fields: Any) -> AuditEvent:
         return AuditEvent(
@@ -111,7 +123,9 @@ class Approvals:
             intent=intent.to_json(), action_class=klass, status="pending",
             created_at=now, expires_at=now + self._ttl,
         )  # fmt: skip
-        await self._store.create_approval(approval, [self._ev("approval.requested", approval, cid)])
+        planned = await self._planner(approval, caller) if self._planner else ()
+        event = self._ev("approval.requested", approval, cid, notifications=len(planned))
+        await self._store.create_approval(approval, [event], planned)
         return approval
 
     async def get(self, approval_id: str, tenant_id: str | None = None) -> Approval:

@@ -102,7 +102,8 @@ def _with_properties(
     compiled: CompiledPolicies, kind: str, ident: str, props: dict[str, Any]
 ) -> dict[str, Any]:
     stored = compiled.stored.get((kind, ident))
-    attrs = {**(stored.get("attrs", {}) if stored else {}), **props}
+    # The tenant's directory wins: a caller cannot give its subject the admin role.
+    attrs = {**props, **(stored.get("attrs", {}) if stored else {})}
     parents = stored.get("parents", []) if stored else []
     return {"uid": {"type": kind, "id": ident}, "attrs": attrs, "parents": parents}
 
@@ -142,10 +143,12 @@ class AuthZen:
         others = [e for key, e in compiled.stored.items()
                   if key not in ((subject_type, item.subject["id"]),
                                  (item.resource["type"], item.resource["id"]))]  # fmt: skip
+        # Only ValetKey's approval flow approves: a caller's context never does.
+        context = {**item.context, "approved": False}
         try:
             outcome = compiled.evaluate(
                 uid(subject_type, item.subject["id"]), item.action["name"],
-                uid(item.resource["type"], item.resource["id"]), item.context,
+                uid(item.resource["type"], item.resource["id"]), context,
                 [principal, resource, *others],
             )  # fmt: skip
         except (ValueError, TypeError) as exc:

@@ -8,9 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from valetkey.audit.events import AuditEvent
+from valetkey.notify.outbox import Delivery
 from valetkey.policy.approvals import Approval, Status
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.hot_path import HotReadStore
+from valetkey.storage.notify_store import insert_deliveries
 from valetkey.storage.tables import approvals
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Approval))
@@ -21,9 +23,15 @@ def _approval(row: Any) -> Approval:
 
 
 class SqlApprovalStore(HotReadStore):
-    async def create_approval(self, approval: Approval, events: Sequence[AuditEvent]) -> None:
+    async def create_approval(
+        self,
+        approval: Approval,
+        events: Sequence[AuditEvent],
+        deliveries: Sequence[Delivery] = (),
+    ) -> None:
         async with self._db.write() as conn:
             await conn.execute(approvals.insert().values(**dataclasses.asdict(approval)))
+            await insert_deliveries(conn, deliveries)
             await append_in(conn, self._db.is_sqlite, events)
 
     async def get_approval(self, approval_id: str) -> Approval | None:

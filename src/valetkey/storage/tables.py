@@ -289,3 +289,35 @@ approvals = sa.Table(
     sa.Column("used_at", Time, nullable=True),
     sa.Index("ix_approvals_tenant_status", "tenant_id", "status"),
 )
+
+# Notifications: webhooks (Standard Webhooks) and a durable outbox of deliveries.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),  # envelope-encrypted whsec_ secret
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),  # webhook | email
+    sa.Column("target", sa.String(2048), nullable=False),  # webhook id, or an email address
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", Time, nullable=False),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("delivered_at", Time, nullable=True),
+    sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_tenant", "tenant_id", "created_at"),
+)

@@ -38,9 +38,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.authzen = runtime.authzen(writer, app.state.oauth, hot)
         app.state.runtime = runtime
         purger = asyncio.create_task(_purge_expired(runtime))
+        dispatcher = runtime.dispatcher()
+        notifying = asyncio.create_task(dispatcher.run())
         try:
             yield
         finally:
+            dispatcher.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(notifying, 15)
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger

@@ -109,8 +109,51 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_approvals")),
     )
     op.create_index("ix_approvals_tenant_status", "approvals", ["tenant_id", "status"])
+    op.create_table(
+        "webhooks",
+        sa.Column("id", Id, nullable=False),
+        sa.Column(
+            "tenant_id",
+            Id,
+            sa.ForeignKey("tenants.id", name=op.f("fk_webhooks_tenant_id_tenants")),
+            nullable=False,
+        ),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", Time, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
+    )
+    op.create_index(op.f("ix_webhooks_tenant_id"), "webhooks", ["tenant_id"])
+    op.create_table(
+        "deliveries",
+        sa.Column("id", Id, nullable=False),
+        sa.Column("tenant_id", Id, nullable=False),
+        sa.Column("channel", sa.String(length=16), nullable=False),
+        sa.Column("target", sa.String(length=2048), nullable=False),
+        sa.Column("event_type", sa.String(length=64), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", Time, nullable=False),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", Time, nullable=False),
+        sa.Column("delivered_at", Time, nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+    )
+    op.create_index("ix_deliveries_due", "deliveries", ["status", "next_attempt_at"])
+    op.create_index("ix_deliveries_tenant", "deliveries", ["tenant_id", "created_at"])
 
 
 def downgrade() -> None:
-    for table in ("approvals", "limits", "usage_counters", "policy_versions", "actions"):
+    for table in (
+        "deliveries",
+        "webhooks",
+        "approvals",
+        "limits",
+        "usage_counters",
+        "policy_versions",
+        "actions",
+    ):
         op.drop_table(table)

@@ -1,0 +1,1 @@
+"""Telling humans: signed webhooks and email, through a durable outbox with retries."""
