@@ -38,8 +38,10 @@ def test_readme_walkthrough_runs(server: RunningServer) -> None:
 def test_demo_tells_the_whole_story(server: RunningServer) -> None:
     result = server.cli_raw("demo", "--url", server.base_url)
     assert result.exit_code == 0, result.output
-    for expected in ("invalid_scope", "invalid_client", "active = False", "intact", '"act"'):
-        assert expected in result.output
+    for expected in ("invalid_scope", "invalid_client", "active = False", "intact", '"act"',
+                     "approval_required", "approval_used", "intent_outside_mandate",
+                     "suspected_injection", "decision.made", "approval.granted"):  # fmt: skip
+        assert expected in result.output, expected
 
 
 def test_master_key_is_private_and_signing_keys_are_encrypted(server: RunningServer) -> None:
