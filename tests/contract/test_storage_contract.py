@@ -16,6 +16,8 @@ from valetkey.errors import Conflict, NotFound
 from valetkey.identity.models import Client, Delegation, Resource, Tenant, User
 from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.sessions import AuthorizationCode, CodeUse, RefreshRecord
+from valetkey.policy.approvals import Approval, Approvals
+from valetkey.storage.approval_store import SqlApprovalStore
 from valetkey.storage.audit_store import SqlAuditStore
 from valetkey.storage.database import Database
 from valetkey.storage.delegation_store import SqlDelegationStore
@@ -391,3 +393,28 @@ async def test_a_replayed_code_stops_a_session_still_being_started(db: Database)
     assert not await sessions.rotate_refresh(None, _refresh("d9", family="fam_first"), 4.0)
     assert await sessions.refresh_record("d9") is None
     assert await sessions.rotate_refresh(None, _refresh("d8", family="fam_unrelated"), 4.0)
+
+
+class _Fixed:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+
+async def test_overdue_approvals_expire_once_with_an_event(db: Database) -> None:
+    identity = SqlIdentityStore(db)
+    tenant = await identity.create_tenant(_tenant())
+    store = SqlApprovalStore(db)
+    clock = _Fixed(1000.0)
+    approvals = Approvals(store, clock, ttl=60)
+    approval = Approval("apr_1", tenant.id, "agt_x", None, None, "h" * 64, {"action": "read"},
+                        "delete", "pending", 900.0, 960.0)  # fmt: skip
+    await store.create_approval(approval, [])
+    assert await approvals.expire_overdue() == 1
+    expired = await store.get_approval("apr_1")
+    assert expired is not None and expired.status == "expired"
+    assert await approvals.expire_overdue() == 0
+    events = await SqlAuditStore(db).search(AuditQuery(tenant_id=tenant.id, limit=10))
+    assert [e.type for e in events] == ["approval.expired"]

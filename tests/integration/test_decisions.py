@@ -230,3 +230,30 @@ def test_an_agent_may_send_at_most_n_times_a_day(setup: TenantSetup) -> None:
     outcomes = [_decide(setup, token, action="mail.send", resource=f"mail:to/{i}")["decision"]
                 for i in range(5)]  # fmt: skip
     assert outcomes == ["allow"] * 3 + ["deny"] * 2
+
+
+def test_self_approval_is_a_tenant_setting(setup: TenantSetup) -> None:
+    """The user an agent acts for may approve their own `write`s by default, never their
+    own deletes unless the tenant says so; another tenant's approver never sees it."""
+    server, name = setup.server, setup.name
+    with running_idp() as idp:
+        server.cli("issuers", "add", idp.issuer, "--tenant", name, "--jwks-uri", idp.jwks_uri,
+                   "--audience", "valetkey")  # fmt: skip
+        server.cli("users", "create", "mia@acme.example", "--tenant", name, "--role", "admin")
+        server.cli("delegations", "create", "--tenant", name, "--user", "mia@acme.example",
+                   "--agent", setup.agent["id"], "--scope", "deals:write")  # fmt: skip
+        response = httpx.post(server.base_url + "/oauth/token", data={
+            "grant_type": EXCHANGE, "subject_token": idp.assertion("mia@acme.example"),
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "resource": setup.crm,
+        }, auth=(setup.agent["client_id"], setup.agent["client_secret"]))  # fmt: skip
+    token = response.json()["access_token"]
+    approval = _decide(setup, token, action="crm:deals.delete", resource="crm:deals/9")["approval"]
+    own = server.cli_raw("approvals", "approve", approval["id"], "--by", "mia@acme.example")
+    assert own.exit_code != 0 and "own 'delete'" in own.output
+    server.cli("tenants", "set", name, "--self-approval", "write", "--self-approval", "delete")
+    assert server.cli("approvals", "approve", approval["id"], "--by",
+                      "mia@acme.example")["status"] == "approved"  # fmt: skip
+    other = setup.server.cli("tenants", "create", "t-other-" + name[-4:])
+    server.cli("users", "create", "eve@other.example", "--tenant", other["name"], "--role", "admin")
+    foreign = server.cli_raw("approvals", "deny", approval["id"], "--by", "eve@other.example")
+    assert foreign.exit_code != 0  # eve is no user of this approval's tenant

@@ -79,6 +79,7 @@ class ApprovalStore(Protocol):
         self, tenant_id: str, agent_id: str, delegation_key: str | None, digest: str, now: float
     ) -> Approval | None: ...
     async def list_approvals(self, tenant_id: str, status: str | None) -> list[Approval]: ...
+    async def overdue(self, now: float, limit: int = 500) -> list[Approval]: ...
     async def transition(
         self,
         approval_id: str,
@@ -141,6 +142,13 @@ class Approvals:
             await self._store.transition(approval.id, approval.status, "expired", now, {}, [event])
             return replace(approval, status="expired")
         return approval
+
+    async def expire_overdue(self) -> int:
+        """Mark what has expired as expired, once each, with its `approval.expired` event."""
+        swept = 0
+        for approval in await self._store.overdue(self._clock.now()):
+            swept += (await self._expire(approval, "")).status == "expired"
+        return swept
 
     async def decide(
         self,

@@ -50,6 +50,17 @@ class SqlApprovalStore(HotReadStore):
         ]  # fmt: skip
         return min(waiting, key=lambda a: a.created_at) if waiting else None
 
+    async def overdue(self, now: float, limit: int = 500) -> list[Approval]:
+        """Pending or approved approvals past their expiry (for the sweep)."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(approvals)
+                .where(approvals.c.status.in_(("pending", "approved")),
+                       approvals.c.expires_at <= now)
+                .limit(limit)
+            )  # fmt: skip
+            return [_approval(r) for r in rows]
+
     async def list_approvals(self, tenant_id: str, status: str | None) -> list[Approval]:
         query = sa.select(approvals).where(approvals.c.tenant_id == tenant_id)
         if status is not None:

@@ -107,11 +107,15 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _purge_expired(runtime: Runtime) -> None:
-    """Drop used assertion ids and revocations once the tokens they guard have expired."""
+    """Drop used assertion ids, revocations and usage counters once what they guard has
+    expired, and mark expired approvals as such (with their audit events)."""
     while True:
         await asyncio.sleep(PURGE_INTERVAL)
         try:
-            await runtime.oauth_store.purge_expired(runtime.clock.now())
+            now = runtime.clock.now()
+            await runtime.oauth_store.purge_expired(now)
+            await runtime.usage_store.purge(now)
+            await runtime.approvals().expire_overdue()
         except Exception:  # the next round tries again; never take the server down for this
             log.exception("purging expired records failed")
 
