@@ -47,7 +47,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,16 @@ end
 """
 
 
+# With several bodies, each connection sends them in turn (a mix of requests).
+_WRK_ROTATE = """
+local bodies, turn = {%s}, 0
+request = function()
+  turn = turn %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[turn])
+end
+"""
+
+
 def _lua_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -199,17 +209,20 @@ def run_wrk(
     path: str,
     method: str,
     headers: dict[str, str],
-    body: str,
+    body: str | list[str],
     concurrency: int,
     duration: float,
     workdir: Path,
     name: str,
 ) -> Phase:
     script = workdir / f"{name}.lua"
+    bodies = [body] if isinstance(body, str) else body
     lines = [f"wrk.method = {_lua_string(method)}"]
-    if body:
-        lines.append(f"wrk.body = {_lua_string(body)}")
+    if bodies[0]:
+        lines.append(f"wrk.body = {_lua_string(bodies[0])}")
     lines += [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()]
+    if len(bodies) > 1:
+        lines.append(_WRK_ROTATE % ", ".join(_lua_string(b) for b in bodies))
     script.write_text("\n".join(lines) + "\n" + _WRK_DONE)
     threads = max(1, min(2, concurrency))
     seconds = max(1, round(duration))
@@ -258,12 +271,18 @@ def run_wrk(
 
 
 async def _py_worker(
-    port: int, request: bytes, deadline: float, latencies: list[float], counts: dict[str, int]
+    port: int,
+    requests: list[bytes],
+    deadline: float,
+    latencies: list[float],
+    counts: dict[str, int],
 ) -> None:
-    """One keep-alive connection: send, read the whole response, repeat until the deadline."""
+    """One keep-alive connection: send, read the whole response, repeat until the deadline
+    (the requests in turn)."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     clock = time.perf_counter
+    turn = 0
     try:
         while clock() < deadline:
             if writer is None:
@@ -276,7 +295,8 @@ async def _py_worker(
             assert reader is not None
             start = clock()
             try:
-                writer.write(request)
+                writer.write(requests[turn % len(requests)])
+                turn += 1
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
                 lower = head.lower()
                 at = lower.find(b"\r\ncontent-length:")
@@ -313,16 +333,17 @@ def run_python(
     path: str,
     method: str,
     headers: dict[str, str],
-    body: str,
+    body: str | list[str],
     concurrency: int,
     duration: float,
     name: str,
 ) -> Phase:
     head = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: keep-alive"]
     head += [f"{k}: {v}" for k, v in headers.items()]
-    if body or method == "POST":
-        head.append(f"Content-Length: {len(body.encode())}")
-    request = ("\r\n".join(head) + "\r\n\r\n" + body).encode()
+    requests = []
+    for one in [body] if isinstance(body, str) else body:
+        length = [f"Content-Length: {len(one.encode())}"] if one or method == "POST" else []
+        requests.append(("\r\n".join(head + length) + "\r\n\r\n" + one).encode())
     latencies: list[float] = []
     counts = dict.fromkeys(("requests", "non_200", "connect", "read", "timeout"), 0)
 
@@ -332,7 +353,7 @@ def run_python(
         tasks = []
         for _ in range(concurrency):
             tasks.append(
-                asyncio.create_task(_py_worker(port, request, deadline, latencies, counts))
+                asyncio.create_task(_py_worker(port, requests, deadline, latencies, counts))
             )
             # Open the connections one by one: a burst lets one uvicorn worker accept most.
             await asyncio.sleep(0.002)
@@ -413,15 +434,14 @@ class Bench:
             raise RuntimeError(f"valetkey {' '.join(argv)} failed: {done.stderr.strip()}")
         return json.loads(done.stdout) if "--json" in argv else done.stdout
 
-    def create_identities(self) -> tuple[str, str]:
+    def create_identities(self, scopes: Sequence[str] = (SCOPE,)) -> tuple[str, str]:
         email = f"ops@{self.tenant}.example"
+        scoped = [arg for scope in scopes for arg in ("--scope", scope)]
         self.valetkey("tenants", "create", self.tenant, "--json")
         self.valetkey(
             "users", "create", email, "--tenant", self.tenant, "--role", "admin", "--json"
         )
-        self.valetkey(
-            "resources", "create", RESOURCE, "--tenant", self.tenant, "--scope", SCOPE, "--json"
-        )
+        self.valetkey("resources", "create", RESOURCE, "--tenant", self.tenant, *scoped, "--json")
         agent = self.valetkey(
             "agents",
             "create",
@@ -430,8 +450,7 @@ class Bench:
             self.tenant,
             "--sponsor",
             email,
-            "--scope",
-            SCOPE,
+            *scoped,
             "--json",
         )
         return agent["client_id"], agent["client_secret"]
@@ -492,14 +511,18 @@ class Bench:
             "SELECT count(*), count(DISTINCT e.jti) FROM audit_events e "
             "JOIN tenants t ON t.id = e.tenant_id WHERE t.name = {p} AND e.type = 'token.issued'"
         )
+        total, distinct = self.fetch_one(sql, self.tenant)
+        return int(total), int(distinct)
+
+    def fetch_one(self, sql: str, param: Any) -> tuple[Any, ...]:
+        """The first row of `sql` on the bench's database; `{p}` in it stands for `param`."""
         if self.database_url:
             row = _run_loop(
-                _pg_fetchrow(_asyncpg_dsn(self.database_url), sql.format(p="$1"), self.tenant)
+                _pg_fetchrow(_asyncpg_dsn(self.database_url), sql.format(p="$1"), param)
             )
-            return int(row[0]), int(row[1])
+            return tuple(row)
         with contextlib.closing(sqlite3.connect(self.tmp / "data" / "valetkey.db")) as conn:
-            total, distinct = conn.execute(sql.format(p="?"), (self.tenant,)).fetchone()
-        return int(total), int(distinct)
+            return tuple(conn.execute(sql.format(p="?"), (param,)).fetchone())
 
     def cleanup(self) -> None:
         self.kill_server()
@@ -648,11 +671,12 @@ def measure(
     path: str,
     method: str,
     headers: dict[str, str],
-    body: str,
+    body: str | list[str],
     seconds: float,
     profile: bool = False,
 ) -> Phase:
-    """One phase: `seconds` of load on `path`, with the CPU used and the workers' spread."""
+    """One phase: `seconds` of load on `path`, with the CPU used and the workers' spread
+    (`body` a list: the connections send those bodies in turn)."""
     args = bench.args
     say(f"{name}: {method} {path}, concurrency {args.concurrency}, {seconds:g} s")
     spies = _start_profilers(bench, args, seconds) if profile else []
@@ -841,7 +865,9 @@ _LAYERS = [
 ]
 
 
-def summarize_profile(directory: str) -> list[tuple[str, float]]:
+def summarize_profile(
+    directory: str, layers: list[tuple[str, tuple[str, ...]]] = _LAYERS
+) -> list[tuple[str, float]]:
     """Share of the samples per layer, over every worker's collapsed-stack file."""
     counts: dict[str, int] = {}
     total = 0
@@ -853,7 +879,7 @@ def summarize_profile(directory: str) -> list[tuple[str, float]]:
             frames = stack.split(";")
             layer = "other (stdlib, interpreter)"
             for frame in reversed(frames):
-                match = next((n for n, keys in _LAYERS if any(k in frame for k in keys)), None)
+                match = next((n for n, keys in layers if any(k in frame for k in keys)), None)
                 if match:
                     layer = match
                     break

@@ -1,7 +1,9 @@
 """Intent-checked tool calls over HTTP: `/v1/authorize`, the approval loop, mandates,
 limits exact under concurrency, and the audit trail of every decision."""
 
+import base64
 import concurrent.futures
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from tests.conftest import TenantSetup
 from tests.integration.helpers import access_token, audit_events
+from tests.support.dpop import DPoPClient, ProofKey
 from tests.support.idp import FakeIdP, running_idp
 from tests.support.login import authorize
 
@@ -257,3 +260,31 @@ def test_self_approval_is_a_tenant_setting(setup: TenantSetup) -> None:
     server.cli("users", "create", "eve@other.example", "--tenant", other["name"], "--role", "admin")
     foreign = server.cli_raw("approvals", "deny", approval["id"], "--by", "eve@other.example")
     assert foreign.exit_code != 0  # eve is no user of this approval's tenant
+
+
+def test_a_dpop_bound_token_asks_with_its_proof(setup: TenantSetup) -> None:
+    """RFC 9449 §7: the DPoP scheme, a proof for this request whose `ath` is the token's
+    hash and whose key is the token's `cnf.jkt`."""
+    client = DPoPClient(setup.server)
+    auth = (setup.agent["client_id"], setup.agent["client_secret"])
+    issued = client.post({"grant_type": "client_credentials", "resource": setup.crm}, auth)
+    token = issued.json()["access_token"]
+    url = setup.server.base_url + "/v1/authorize"
+    intent = {"action": "crm:deals.read", "resource": "crm:deals/1"}
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    htu = setup.server.issuer + "/v1/authorize"
+
+    def ask(scheme: str, proof: str | None) -> httpx.Response:
+        headers = {"Authorization": f"{scheme} {token}"}
+        if proof is not None:
+            headers["DPoP"] = proof
+        return httpx.post(url, json=intent, headers=headers)
+
+    good = ask("DPoP", client.key.proof(htu, claims={"ath": ath}))
+    assert good.status_code == 200 and good.json()["decision"] == "allow", good.text
+    assert ask("Bearer", None).status_code == 401  # a bound token is not a bearer token
+    assert ask("DPoP", None).status_code == 401
+    assert ask("DPoP", client.key.proof(htu)).status_code == 401  # no ath
+    stranger = ProofKey().proof(htu, claims={"ath": ath})
+    refused = ask("DPoP", stranger)
+    assert refused.status_code == 401 and "DPoP" in refused.headers["www-authenticate"]
