@@ -20,7 +20,9 @@ def _view(limit: Limit) -> dict[str, object]:
 def set_(
     tenant: str = TenantOpt,
     agent: str = typer.Option(None, "--agent", help="Only this agent (default: each agent)."),
-    user: str = typer.Option(None, "--user", help="Only what agents do for this user."),
+    user: str = typer.Option(
+        None, "--user", help="Only what agents do for this user; 'each' counts every user apart."
+    ),
     klass: str = typer.Option(None, "--class", help="Only this class (read, send, …)."),
     maximum: int = typer.Option(None, "--max", help="At most N decisions allowed per window."),
     budget: int = typer.Option(None, "--budget", help="At most this cost per day."),

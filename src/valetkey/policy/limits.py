@@ -8,7 +8,9 @@ reads (actions by class this hour, cost spent today, for this agent and user) ar
 incremented in the same transaction as the decision's audit event.
 
 Tenant defaults (no `--agent`) count for each agent separately; an agent's own limit with
-the same user, class, kind and window replaces the default for that agent.
+the same user, class, kind and window replaces the default for that agent. A limit for
+`EACH_USER` counts every (agent, user) pair separately; one for a user counts only what
+agents do for that user.
 """
 
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from typing import Literal, Protocol
 from valetkey.identity.models import CLASSES
 
 Per = Literal["minute", "hour", "day"]
+EACH_USER = "*"
 WINDOWS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -66,7 +69,7 @@ def applicable(
     defaults = [lim for lim in limits if lim.agent_id is None and lim.dimension() not in taken]
     return [
         lim for lim in (*own, *defaults)
-        if (lim.user_id is None or lim.user_id == user_id)
+        if (lim.user_id in (None, EACH_USER) or lim.user_id == user_id)
         and (lim.action_class is None or lim.action_class == klass)
     ]  # fmt: skip
 
@@ -87,6 +90,8 @@ def charges(
             continue
         start, end = window(lim.per, now)
         key = f"L:{lim.id}:{agent_id}"
+        if lim.user_id == EACH_USER:
+            key += f":{user_id or '-'}"
         found.append(Charge(key, start, end, amount, lim.maximum, lim))
     return found
 

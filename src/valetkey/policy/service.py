@@ -21,7 +21,7 @@ from valetkey.oauth.context import TenantCache
 from valetkey.policy.cedar import DEFAULT_POLICIES, schema_text, validate
 from valetkey.policy.decision import ActionDef, Caller, DecisionPoint, PolicyStore, PolicyVersion
 from valetkey.policy.intent import IntentError, parse_intent, valid_action_name
-from valetkey.policy.limits import WINDOWS, Limit
+from valetkey.policy.limits import EACH_USER, WINDOWS, Limit
 
 Events = Sequence[AuditEvent]
 MAX_POLICY_BYTES = 256 * 1024
@@ -131,7 +131,10 @@ class PolicyService:
         if klass is not None and klass not in CLASSES:
             raise InvalidInput(f"--class is one of {', '.join(CLASSES)}")
         agent_id = (await self._identity.agent(agent, tenant.id)).id if agent else None
-        user_id = (await self._identity.user(tenant.id, user)).id if user else None
+        if user == "each":
+            user_id: str | None = EACH_USER
+        else:
+            user_id = (await self._identity.user(tenant.id, user)).id if user else None
         limit = Limit(new_id("lim"), tenant.id, agent_id, user_id, klass,
                       "count" if maximum is not None else "budget", value, per)  # type: ignore[arg-type]  # fmt: skip
         event = self._ev("limit.set", tenant.id, limit_id=limit.id, agent_id=agent_id,
