@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from joserfc.jwk import KeySet
 
 from valetkey.oauth import client_auth
-from valetkey.oauth.context import OAuthStore
+from valetkey.oauth.context import ClientContext, OAuthStore
 from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.tokens import TokenInvalid, jti_generation, verify_access_token
 
@@ -54,24 +54,35 @@ class LocalTokens:
             return None
 
     async def live(self, token: str, now: float) -> dict[str, Any] | None:
-        claims = await self.verified(token, now)
-        if claims is None or not await self.standing(claims, now):
-            return None
-        return claims
+        found = await self.live_context(token, now)
+        return found[0] if found is not None else None
 
-    async def standing(self, claims: dict[str, Any], now: float) -> bool:
+    async def live_context(
+        self, token: str, now: float
+    ) -> tuple[dict[str, Any], ClientContext] | None:
+        """The claims of a token that stands, and its client as just loaded (callers need
+        it next, and reading it twice was a round trip per request on PostgreSQL)."""
+        claims = await self.verified(token, now)
+        if claims is None:
+            return None
+        holder = await self.standing(claims, now)
+        return (claims, holder) if holder is not None else None
+
+    async def standing(self, claims: dict[str, Any], now: float) -> ClientContext | None:
         holder = await self._store.load_client_context(claims["client_id"])
         if holder is None or not holder.client.active or holder.tenant.id != claims["tenant"]:
-            return False
+            return None
         if jti_generation(claims["jti"]) != holder.client.token_generation:
-            return False  # issued before a suspension or decommissioning
+            return None  # issued before a suspension or decommissioning
         if holder.tenant.settings.blocked(str(claims.get("scope", "")).split()):
-            return False  # a blocked scope is refused everywhere, tokens already out included
+            return None  # a blocked scope is refused everywhere, tokens already out included
         if await self._store.is_revoked(claims["jti"]):
-            return False
+            return None
         if claims["sub"] == claims["client_id"] and "act" not in claims:
-            return True  # an agent's own token
-        return self._subjects is not None and await self._subjects.subject_live(claims, now)
+            return holder  # an agent's own token
+        if self._subjects is None or not await self._subjects.subject_live(claims, now):
+            return None
+        return holder
 
     async def _key_set_for(self, token: str) -> KeySet:
         kid = client_auth.token_kid(token)

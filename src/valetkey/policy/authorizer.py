@@ -71,8 +71,12 @@ class Authorizer:
         self._audit = audit
         self._clock = clock
 
-    async def caller(self, claims: dict[str, Any]) -> tuple[Caller, ClientContext]:
-        ctx = await self._clients.load_client_context(str(claims["client_id"]))
+    async def caller(
+        self, claims: dict[str, Any], ctx: ClientContext | None = None
+    ) -> tuple[Caller, ClientContext]:
+        """Who asks, from a live token's claims (and its client, when already loaded)."""
+        if ctx is None:
+            ctx = await self._clients.load_client_context(str(claims["client_id"]))
         if ctx is None or not ctx.client.is_agent:
             raise CallerError("the token was not issued to an agent")
         user = None

@@ -17,7 +17,7 @@ from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock
 from valetkey.identity.models import Tenant
 from valetkey.ids import new_id
-from valetkey.policy.cedar import CompiledPolicies, uid
+from valetkey.policy.cedar import CompiledPolicies
 from valetkey.policy.decision import DecisionPoint
 
 _TYPE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*")
@@ -98,14 +98,19 @@ def parse_batch(body: Any) -> tuple[list[Evaluation], str]:
     return [parse_evaluation(item, defaults) for item in items], str(semantic)
 
 
-def _with_properties(
+def _request_entity(
     compiled: CompiledPolicies, kind: str, ident: str, props: dict[str, Any]
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """The request's entity, if it adds anything to the tenant's directory. The directory
+    wins on a conflict: a caller cannot give its subject the admin role."""
     stored = compiled.stored.get((kind, ident))
-    # The tenant's directory wins: a caller cannot give its subject the admin role.
-    attrs = {**props, **(stored.get("attrs", {}) if stored else {})}
-    parents = stored.get("parents", []) if stored else []
-    return {"uid": {"type": kind, "id": ident}, "attrs": attrs, "parents": parents}
+    if stored is None:
+        return [{"uid": {"type": kind, "id": ident}, "attrs": props, "parents": []}]
+    attrs = {**props, **stored.get("attrs", {})}
+    if attrs == stored.get("attrs", {}):
+        return []  # the stored entity, as it is
+    return [{"uid": {"type": kind, "id": ident}, "attrs": attrs,
+             "parents": stored.get("parents", [])}]  # fmt: skip
 
 
 class AuthZen:
@@ -136,21 +141,15 @@ class AuthZen:
     @staticmethod
     def _one(compiled: CompiledPolicies, item: Evaluation) -> dict[str, Any]:
         subject_type = _TYPES.get(item.subject["type"], item.subject["type"])
-        principal = _with_properties(compiled, subject_type, item.subject["id"],
-                                     item.subject["properties"])  # fmt: skip
-        resource = _with_properties(compiled, item.resource["type"], item.resource["id"],
-                                    item.resource["properties"])  # fmt: skip
-        others = [e for key, e in compiled.stored.items()
-                  if key not in ((subject_type, item.subject["id"]),
-                                 (item.resource["type"], item.resource["id"]))]  # fmt: skip
+        subject = (subject_type, item.subject["id"])
+        resource = (item.resource["type"], item.resource["id"])
+        entities = _request_entity(compiled, *subject, item.subject["properties"])
+        if resource != subject:
+            entities += _request_entity(compiled, *resource, item.resource["properties"])
         # Only ValetKey's approval flow approves: a caller's context never does.
         context = {**item.context, "approved": False}
         try:
-            outcome = compiled.evaluate(
-                uid(subject_type, item.subject["id"]), item.action["name"],
-                uid(item.resource["type"], item.resource["id"]), context,
-                [principal, resource, *others],
-            )  # fmt: skip
+            outcome = compiled.evaluate(subject, item.action["name"], resource, context, entities)
         except (ValueError, TypeError) as exc:
             raise AuthZenError(f"the request cannot be evaluated: {exc}") from exc
         answer: dict[str, Any] = {"decision": outcome.decision == "allow"}

@@ -19,7 +19,7 @@ from valetkey.identity.scopes import closure
 from valetkey.ids import new_id
 from valetkey.oauth.audience import all_implications
 from valetkey.oauth.context import TenantCache
-from valetkey.policy.cedar import DEFAULT_POLICIES, CompiledPolicies, uid
+from valetkey.policy.cedar import DEFAULT_POLICIES, CompiledPolicies
 from valetkey.policy.intent import Intent
 
 Verdict = Literal["allow", "deny", "approval_required"]
@@ -182,7 +182,7 @@ class DecisionPoint:
         if caller.user is not None:
             context["user"] = {"__entity": {"type": "User", "id": caller.user.id}}
         outcome = compiled.evaluate(
-            f'Agent::"{caller.agent.id}"', intent.action, uid("Resource", intent.resource),
+            ("Agent", caller.agent.id), intent.action, ("Resource", intent.resource),
             context, entities,
         )  # fmt: skip
         decision = Decision(

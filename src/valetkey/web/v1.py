@@ -59,6 +59,10 @@ def _unauthorized(exc: Unauthorized) -> Response:
 
 
 async def token_claims(request: Request, path: str) -> dict[str, Any]:
+    return (await _token(request, path))[0]
+
+
+async def _token(request: Request, path: str) -> tuple[dict[str, Any], ClientContext]:
     """The claims of the request's access token, checked in full (and its DPoP proof)."""
     server: OAuthServer = request.app.state.oauth
     header = request.headers.get("authorization", "")
@@ -68,9 +72,10 @@ async def token_claims(request: Request, path: str) -> dict[str, Any]:
         raise Unauthorized("Bearer", "invalid_token", "an access token is required")
     token = token.strip()
     now = server.clock_now()
-    claims = await server.tokens.live(token, now)
-    if claims is None:
+    found = await server.tokens.live_context(token, now)
+    if found is None:
         raise Unauthorized("Bearer", "invalid_token", "the access token is not active")
+    claims, ctx = found
     bound = claims.get("cnf", {}).get("jkt") if isinstance(claims.get("cnf"), dict) else None
     if bound is not None or scheme == "dpop":
         proofs = request.headers.getlist("dpop")
@@ -85,15 +90,15 @@ async def token_claims(request: Request, path: str) -> dict[str, Any]:
             raise Unauthorized("DPoP", "invalid_dpop_proof", exc.description) from exc
         if proof.jkt != bound:
             raise Unauthorized("DPoP", "invalid_token", "the proof's key is not the token's")
-    return claims
+    return claims, ctx
 
 
 async def authenticated(request: Request, path: str) -> tuple[Caller, ClientContext]:
     """The agent behind the request's access token."""
-    claims = await token_claims(request, path)
+    claims, ctx = await _token(request, path)
     authorizer: Authorizer = request.app.state.authorizer
     try:
-        return await authorizer.caller(claims)
+        return await authorizer.caller(claims, ctx)
     except CallerError as exc:
         raise Unauthorized("Bearer", "invalid_token", str(exc)) from exc
 
