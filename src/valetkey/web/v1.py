@@ -63,10 +63,18 @@ async def token_claims(request: Request, path: str) -> dict[str, Any]:
 
 
 async def _token(request: Request, path: str) -> tuple[dict[str, Any], ClientContext]:
+    return await _token_from(
+        request.app.state, request.method, request.headers.get("authorization", ""),
+        request.headers.getlist("dpop"), path,
+    )  # fmt: skip
+
+
+async def _token_from(
+    state: Any, method: str, authorization: str, proofs: list[str], path: str
+) -> tuple[dict[str, Any], ClientContext]:
     """The claims of the request's access token, checked in full (and its DPoP proof)."""
-    server: OAuthServer = request.app.state.oauth
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    server: OAuthServer = state.oauth
+    scheme, _, token = authorization.partition(" ")
     scheme = scheme.lower()
     if scheme not in ("bearer", "dpop") or not token.strip():
         raise Unauthorized("Bearer", "invalid_token", "an access token is required")
@@ -78,12 +86,11 @@ async def _token(request: Request, path: str) -> tuple[dict[str, Any], ClientCon
     claims, ctx = found
     bound = claims.get("cnf", {}).get("jkt") if isinstance(claims.get("cnf"), dict) else None
     if bound is not None or scheme == "dpop":
-        proofs = request.headers.getlist("dpop")
         if scheme != "dpop":
             raise Unauthorized("DPoP", "invalid_token", "a DPoP-bound token needs the DPoP scheme")
         try:
             proof = await dpop.verify_proof(
-                proofs[0] if len(proofs) == 1 else None, method=request.method,
+                proofs[0] if len(proofs) == 1 else None, method=method,
                 url=server.issuer + path, now=now, replay=server.store, access_token=token,
             )  # fmt: skip
         except dpop.InvalidDPoPProof as exc:
@@ -103,16 +110,6 @@ async def authenticated(request: Request, path: str) -> tuple[Caller, ClientCont
         raise Unauthorized("Bearer", "invalid_token", str(exc)) from exc
 
 
-async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise IntentError(f"the body is at most {MAX_BODY} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise IntentError("the body is not JSON") from exc
-
-
 @router.post(
     "/authorize",
     summary="Decide one declared intent: allow, deny or approval_required",
@@ -124,18 +121,36 @@ async def _json_body(request: Request) -> Any:
     },
 )
 async def authorize(request: Request) -> Response:
+    """Documented here; served ahead of FastAPI's routing by `decide` (see oauth_routes)."""
+    return await decide(
+        request.app.state, request.headers.get("authorization", ""),
+        request.headers.getlist("dpop"), await request.body(), correlation_id(request.scope),
+    )  # fmt: skip
+
+
+async def decide(
+    state: Any, authorization: str, proofs: list[str], body: bytes, cid: str
+) -> Response:
+    """One `/v1/authorize` request, from raw parts."""
     try:
-        caller, ctx = await authenticated(request, "/v1/authorize")
+        claims, ctx = await _token_from(state, "POST", authorization, proofs, "/v1/authorize")
+        authorizer: Authorizer = state.authorizer
+        caller, ctx = await authorizer.caller(claims, ctx)
     except Unauthorized as exc:
         return _unauthorized(exc)
+    except CallerError as exc:
+        return _unauthorized(Unauthorized("Bearer", "invalid_token", str(exc)))
     try:
-        intent, approval_id = parse_intent(await _json_body(request))
+        if len(body) > MAX_BODY:
+            raise IntentError(f"the body is at most {MAX_BODY} bytes")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise IntentError("the body is not JSON") from exc
+        intent, approval_id = parse_intent(parsed)
     except IntentError as exc:
         return problem(400, "invalid_intent", "Invalid intent", str(exc))
-    authorizer: Authorizer = request.app.state.authorizer
-    decision = await authorizer.decide(
-        caller, ctx, intent, approval_id, correlation_id(request.scope)
-    )
+    decision = await authorizer.decide(caller, ctx, intent, approval_id, cid)
     return json_response(decision.to_json(), 200, NO_STORE)
 
 
