@@ -17,6 +17,8 @@ from valetkey.oauth.context import ClientContext, OAuthStore
 from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.tokens import TokenInvalid, jti_generation, verify_access_token
 
+VERIFIED_CACHE = 8192
+
 
 class SubjectCheck(Protocol):
     async def subject_live(self, claims: dict[str, Any], now: float) -> bool:
@@ -44,14 +46,26 @@ class LocalTokens:
         self._issuer = issuer
         self._subjects = subjects
         self._key_set: tuple[frozenset[str], KeySet] | None = None
+        self._verified: dict[str, dict[str, Any]] = {}
         self._key_lock = asyncio.Lock()
 
     async def verified(self, token: str, now: float) -> dict[str, Any] | None:
-        """Claims of a token signed by us and unexpired (not yet checked for liveness)."""
+        """Claims of a token signed by us and unexpired (not yet checked for liveness).
+
+        A signature that verified once verifies again: the checked claims are kept per
+        token (bounded), which spares an ES256 verification on every call an agent makes
+        with the same token. Expiry is checked every time; liveness is the caller's."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return dict(cached) if cached["exp"] > now else None
         try:
-            return verify_access_token(token, await self._key_set_for(token), self._issuer, now)
+            claims = verify_access_token(token, await self._key_set_for(token), self._issuer, now)
         except TokenInvalid:
             return None
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # simplest bound: start over; a miss only costs a verify
+        self._verified[token] = claims
+        return dict(claims)
 
     async def live(self, token: str, now: float) -> dict[str, Any] | None:
         found = await self.live_context(token, now)
