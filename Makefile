@@ -25,10 +25,11 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## make bench: token issuance and token exchange throughput against a live server (see docs/performance.md)
+## make bench: token issuance, token exchange and decision throughput against a live server (see docs/performance.md)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/token_issuance.py
 	$(BIN)/python bench/token_exchange.py
+	$(BIN)/python bench/decisions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
