@@ -39,9 +39,11 @@ from valetkey.storage.migrate import upgrade
 from valetkey.storage.notify_store import SqlNotifyStore
 from valetkey.storage.oauth_store import SqlOAuthStore
 from valetkey.storage.policy_store import SqlPolicyStore
+from valetkey.storage.provider_store import SqlProviderStore
 from valetkey.storage.session_store import SqlSessionStore
 from valetkey.storage.usage_store import SqlUsageStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
+from valetkey.vault.service import Providers
 
 
 def load_master_key(settings: Settings) -> LocalKey:
@@ -225,6 +227,12 @@ class Runtime:
         hooks = await notify.active_webhooks(approval.tenant_id)
         return planned(approval.tenant_id, "approval.requested", payload, hooks, emails,
                        self.clock.now())  # fmt: skip
+
+    def providers(self, correlation_id: str) -> Providers:
+        return Providers(
+            self.identity(correlation_id), SqlProviderStore(self.db, self.envelope), self.clock,
+            self.settings.issuer, correlation_id,
+        )  # fmt: skip
 
     def notifications(self, correlation_id: str) -> Notifications:
         return Notifications(

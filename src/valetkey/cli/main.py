@@ -17,6 +17,7 @@ from valetkey.cli import (
     keys,
     limits,
     policies,
+    providers,
     resources,
     roles,
     tenants,
@@ -48,6 +49,7 @@ app.add_typer(policies.app, name="policies")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(limits.app, name="limits")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(providers.app, name="providers")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")

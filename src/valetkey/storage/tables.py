@@ -321,3 +321,18 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_tenant", "tenant_id", "created_at"),
 )
+
+# The vault (issue 5): downstream platforms' OAuth configurations.
+providers = sa.Table(
+    "providers",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(40), nullable=False),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("client_id", sa.String(512), nullable=False),
+    sa.Column("client_secret", sa.Text, nullable=False),  # envelope-encrypted
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_providers_tenant_name"),
+)

@@ -1,0 +1,1 @@
+"""Provider presets: one JSON file per platform."""
