@@ -515,3 +515,23 @@ def test_a_new_password_ends_open_sessions(setup: TenantSetup) -> None:
     stale = browser.submit(consent, action="allow")  # an old form, no session: sign in again
     assert stale.status_code == 200 and "Sign in" in stale.text
     browser.close()
+
+
+def test_password_guessing_is_throttled_per_account(setup: TenantSetup) -> None:
+    """Ten failed sign-ins lock the account's sign-in for the rest of a 15-minute window,
+    on every node (the count is in the database); the right password waits too."""
+    browser = Browser(setup.server.base_url)
+    _, challenge = pkce_pair()
+    page = browser.open({"response_type": "code", "client_id": setup.agent["client_id"],
+                         "redirect_uri": REDIRECT, "code_challenge": challenge,
+                         "code_challenge_method": "S256", "scope": "deals:read"})  # fmt: skip
+    for attempt in range(10):
+        page = browser.submit(page, action="login", email="mia@acme.example",
+                              password=f"guess number {attempt}")  # fmt: skip
+        assert page.status_code == 401
+    locked = browser.submit(page, action="login", email="mia@acme.example", password=PASSWORD)
+    assert locked.status_code == 429 and "Too many failed sign-ins" in locked.text
+    assert int(locked.headers["retry-after"]) > 0
+    other = browser.submit(locked, action="login", email="sam@acme.example", password=PASSWORD)
+    assert other.status_code == 200  # another account is not affected
+    browser.close()

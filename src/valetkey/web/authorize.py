@@ -35,6 +35,7 @@ from valetkey.oauth.authorize import (
 )
 from valetkey.oauth.delegated import mandate_for
 from valetkey.oauth.errors import OAuthError
+from valetkey.policy.limits import Charge
 from valetkey.runtime import Runtime
 from valetkey.web.correlation import correlation_id
 
@@ -242,6 +243,20 @@ def _error_page(exc: AuthorizeError) -> HTMLResponse:
     return _page("Request refused", body, 400)
 
 
+# throttling --------------------------------------------------------------------------------
+MAX_LOGIN_FAILURES = 10
+LOGIN_WINDOW = 900
+
+
+def _login_throttle(tenant_id: str, email: str, now: float) -> tuple[str, int, float]:
+    """The counter of failed sign-ins for one account in this 15-minute window (the lock
+    counts this window and the last, so it never resets at a boundary): exact on every
+    node (the same counters as agents' limits); the address is hashed."""
+    start = int(now // LOGIN_WINDOW) * LOGIN_WINDOW
+    digest = hashlib.sha256(f"{tenant_id}:{email}".encode()).hexdigest()[:32]
+    return f"login:{digest}", start, float(start + LOGIN_WINDOW)
+
+
 # flow ----------------------------------------------------------------------------------------
 class _Flow:
     """One request to the endpoint: the runtime, the parsed request and its query."""
@@ -432,10 +447,25 @@ async def authorize_post(request: Request) -> Response:
         return flow
     action = form.get("action")
     if action == "login":
+        email = form.get("email", "")[:320].strip().lower()
+        throttle = _login_throttle(flow.req.tenant.id, email, flow.runtime.clock.now())
+        usage = flow.runtime.usage_store
+        previous = (throttle[0], throttle[1] - LOGIN_WINDOW)  # this window and the last
+        seen = await usage.read_counters(flow.req.tenant.id, [throttle[:2], previous])
+        failures = sum(seen.values())
+        if failures >= MAX_LOGIN_FAILURES:
+            await flow.audit("user.login_failed", None, "too many failed sign-ins")
+            wait = max(1, int(throttle[2] - flow.runtime.clock.now()) // 60 + 1)
+            message = f"Too many failed sign-ins. Try again in {wait} minutes."
+            page = _login_page(flow.req, flow.query, flow.form_token, message)
+            page.status_code = 429
+            page.headers["Retry-After"] = str(int(throttle[2] - flow.runtime.clock.now()) + 1)
+            return _with_csrf(page, flow.runtime, flow.csrf)
         user = await flow.runtime.identity(flow.cid).check_login(
-            flow.req.tenant.id, form.get("email", "")[:320], form.get("password", "")
+            flow.req.tenant.id, email, form.get("password", "")
         )
         if user is None:
+            await usage.charge(flow.req.tenant.id, [Charge(*throttle, 1, None)])
             await flow.audit("user.login_failed", None, "wrong email or password")
             return _with_csrf(
                 _login_page(flow.req, flow.query, flow.form_token, "Wrong email or password."),
