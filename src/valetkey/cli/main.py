@@ -25,6 +25,7 @@ from valetkey.cli import (
     webhooks,
 )
 from valetkey.cli.common import console, print_json, run, runtime, settings
+from valetkey.cli.sanitize import sanitize_command
 from valetkey.storage.migrate import head_revision
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(limits.app, name="limits")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(providers.app, name="providers")
+app.command("sanitize")(sanitize_command)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db_app, name="db")
