@@ -3,12 +3,14 @@
 import contextlib
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock, SystemClock
 from valetkey.config import Settings
+from valetkey.errors import InvalidInput
 from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
 from valetkey.notify.messages import approval_payload
@@ -40,10 +42,22 @@ from valetkey.storage.notify_store import SqlNotifyStore
 from valetkey.storage.oauth_store import SqlOAuthStore
 from valetkey.storage.policy_store import SqlPolicyStore
 from valetkey.storage.provider_store import SqlProviderStore
+from valetkey.storage.sealed import count_sealed, rewrap_all
 from valetkey.storage.session_store import SqlSessionStore
 from valetkey.storage.usage_store import SqlUsageStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
 from valetkey.vault.service import Providers
+
+
+def _write_key_file(path: Path, text: str) -> None:
+    """Create `path` (0600) with `text`, durably; never overwrite an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def load_master_key(settings: Settings) -> LocalKey:
@@ -51,14 +65,22 @@ def load_master_key(settings: Settings) -> LocalKey:
     if settings.master_key:
         return LocalKey.from_text(settings.master_key)
     path = Path(settings.data_dir) / "master.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(generate_master_key_text() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    _write_key_file(path, generate_master_key_text())
     return LocalKey.from_text(path.read_text())
+
+
+def older_master_keys(settings: Settings) -> list[LocalKey]:
+    """Keys that may still wrap some records: the one before the last rotation, and the
+    next one of a rotation that was interrupted."""
+    if settings.master_key:
+        return []
+    folder = Path(settings.data_dir)
+    return [LocalKey.from_text((folder / name).read_text())
+            for name in (NEXT_KEY, PREVIOUS_KEY) if (folder / name).exists()]  # fmt: skip
+
+
+NEXT_KEY = "master.key.next"
+PREVIOUS_KEY = "master.key.previous"
 
 
 @dataclass
@@ -81,7 +103,7 @@ class Runtime:
         if migrate:
             await upgrade(db)
         master_key = load_master_key(settings)
-        envelope = Envelope(master_key)
+        envelope = Envelope(master_key, *older_master_keys(settings))
         clock = SystemClock()
         oauth_store = SqlOAuthStore(db)
         keys = KeyManager(oauth_store, envelope, clock, settings.signing_alg)
@@ -243,6 +265,34 @@ class Runtime:
         settings = self.settings
         return Dispatcher(self.notify_store, self.clock, settings.smtp_url, settings.smtp_from,
                           settings.fetch_allow_hosts)  # fmt: skip
+
+    async def rotate_master(self, progress: Callable[[int, int], None]) -> dict[str, object]:
+        """Re-wrap every data key under a new master key, then make it the key file.
+
+        Resumable: the new key is written first (`master.key.next`), each record is
+        re-wrapped in its own transaction, and the key files change only at the end — the
+        old key is copied to `master.key.previous` before `master.key.next` atomically
+        replaces `master.key`. Run it again after an interruption and it goes on."""
+        if self.settings.master_key:
+            raise InvalidInput(
+                "the master key comes from VALETKEY_MASTER_KEY: rotate it in your secret "
+                "store; rotate-master manages DATA_DIR/master.key"
+            )
+        folder = Path(self.settings.data_dir)
+        _write_key_file(folder / NEXT_KEY, generate_master_key_text())
+        new = LocalKey.from_text((folder / NEXT_KEY).read_text())
+        envelope = Envelope(new, self.master_key, *older_master_keys(self.settings))
+        total, done, changed = await count_sealed(self.db), 0, 0
+        async for moved in rewrap_all(self.db, envelope):
+            done += 1
+            changed += moved
+            progress(done, total)
+        previous = folder / PREVIOUS_KEY
+        previous.unlink(missing_ok=True)
+        _write_key_file(previous, (folder / "master.key").read_text().strip())
+        os.replace(folder / NEXT_KEY, folder / "master.key")
+        return {"key_id": new.key_id, "previous_key_id": self.master_key.key_id,
+                "records": total, "rewrapped": changed}  # fmt: skip
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -1,6 +1,7 @@
 """`valetkey keys`: the signing keys behind every token."""
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from valetkey.cli.common import JsonOpt, console, print_json, run, runtime, table
 from valetkey.clock import iso
@@ -58,3 +59,31 @@ def list_(json: bool = JsonOpt) -> None:
             )
 
     run(go)
+
+
+@app.command("rotate-master")
+def rotate_master(json: bool = JsonOpt) -> None:
+    """Re-wrap every stored data key under a new master key (resumable if interrupted).
+
+    Restart every ValetKey process afterwards: they load the master key at start. The old
+    key is kept as master.key.previous; sign-in sessions and DPoP nonces start over."""
+
+    async def go() -> dict[str, object]:
+        async with runtime() as rt:
+            with Progress(
+                TextColumn("re-wrapping"), BarColumn(), MofNCompleteColumn(),
+                console=console, disable=json, transient=True,
+            ) as bar:  # fmt: skip
+                task = bar.add_task("re-wrapping", total=None)
+                return await rt.rotate_master(
+                    lambda done, total: bar.update(task, completed=done, total=total)
+                )
+
+    result = run(go)
+    if json:
+        print_json(result)
+    else:
+        console.print(
+            f"Master key {result['key_id']} is in use; {result['rewrapped']} of "
+            f"{result['records']} records re-wrapped. Restart every ValetKey process."
+        )

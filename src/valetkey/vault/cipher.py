@@ -104,6 +104,26 @@ class Envelope:
         wrapped = self._primary.wrap(data_key, aad)
         return ".".join((_VERSION, self._primary.key_id, _b64(wrapped), _b64(body)))
 
+    def rewrap(self, ciphertext: str, context: str) -> str | None:
+        """The same record with its data key wrapped by the primary key (the body is not
+        touched); None when the primary key already wraps it."""
+        try:
+            version, key_id, wrapped_text, body_text = ciphertext.split(".")
+        except ValueError as exc:
+            raise DecryptionError("not a ValetKey ciphertext") from exc
+        if key_id == self._primary.key_id:
+            return None
+        kek = self._keys.get(key_id)
+        if version != _VERSION or kek is None:
+            raise DecryptionError(f"key {key_id!r} that wrapped this record is not configured")
+        aad = context.encode()
+        try:
+            data_key = kek.unwrap(_unb64(wrapped_text), aad)
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError("ciphertext does not authenticate") from exc
+        wrapped = self._primary.wrap(data_key, aad)
+        return ".".join((_VERSION, self._primary.key_id, _b64(wrapped), body_text))
+
     def decrypt(self, ciphertext: str, context: str) -> bytes:
         try:
             version, key_id, wrapped_text, body_text = ciphertext.split(".")

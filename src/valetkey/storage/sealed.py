@@ -1,0 +1,58 @@
+"""Every column that holds an envelope ciphertext, and re-wrapping them under a new master
+key one row at a time (each row its own small transaction, compare-and-set on the old
+ciphertext), so an interrupted rotation loses nothing and simply resumes."""
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from valetkey.storage.database import Database
+from valetkey.storage.tables import providers, signing_keys, webhooks
+from valetkey.vault.cipher import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class SealedColumn:
+    table: sa.Table
+    key: str
+    column: str
+    context: Callable[[str], str]  # the row's AAD, exactly as the writer used it
+
+
+SEALED = (
+    SealedColumn(signing_keys, "kid", "private_key", lambda kid: f"signing_key:{kid}"),
+    SealedColumn(webhooks, "id", "secret", lambda ident: f"webhooks/{ident}/secret"),
+    SealedColumn(
+        providers, "id", "client_secret", lambda ident: f"providers/{ident}/client_secret"
+    ),
+)
+
+
+async def count_sealed(db: Database) -> int:
+    async with db.read() as conn:
+        total = 0
+        for sealed in SEALED:
+            total += int(
+                await conn.scalar(sa.select(sa.func.count()).select_from(sealed.table)) or 0
+            )
+        return total
+
+
+async def rewrap_all(db: Database, envelope: Envelope) -> AsyncIterator[bool]:
+    """Re-wrap every sealed value under the envelope's primary key; yields, per row,
+    whether it changed."""
+    for sealed in SEALED:
+        key_col, value_col = sealed.table.c[sealed.key], sealed.table.c[sealed.column]
+        async with db.read() as conn:
+            rows = (await conn.execute(sa.select(key_col, value_col))).all()
+        for ident, ciphertext in rows:
+            fresh = envelope.rewrap(str(ciphertext), sealed.context(str(ident)))
+            if fresh is not None:
+                async with db.write() as conn:
+                    await conn.execute(
+                        sealed.table.update()
+                        .where(key_col == ident, value_col == ciphertext)
+                        .values({sealed.column: fresh})
+                    )
+            yield fresh is not None
