@@ -33,6 +33,7 @@ from valetkey.policy.decision import Caller, DecisionPoint
 from valetkey.policy.service import PolicyService
 from valetkey.storage.approval_store import SqlApprovalStore
 from valetkey.storage.audit_store import SqlAuditStore
+from valetkey.storage.connection_store import SqlConnectionStore
 from valetkey.storage.database import Database
 from valetkey.storage.delegation_store import SqlDelegationStore
 from valetkey.storage.hot_path import HotPath, open_hot_path
@@ -46,7 +47,7 @@ from valetkey.storage.sealed import count_sealed, rewrap_all
 from valetkey.storage.session_store import SqlSessionStore
 from valetkey.storage.usage_store import SqlUsageStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
-from valetkey.vault.service import Providers
+from valetkey.vault.service import Connections, Providers
 
 
 def _write_key_file(path: Path, text: str) -> None:
@@ -254,6 +255,13 @@ class Runtime:
         return Providers(
             self.identity(correlation_id), SqlProviderStore(self.db, self.envelope), self.clock,
             self.settings.issuer, correlation_id,
+        )  # fmt: skip
+
+    def connections(self, correlation_id: str) -> Connections:
+        providers = SqlProviderStore(self.db, self.envelope)
+        return Connections(
+            self.identity(correlation_id), providers, providers,
+            SqlConnectionStore(self.db, self.envelope), self.clock, correlation_id,
         )  # fmt: skip
 
     def notifications(self, correlation_id: str) -> Notifications:

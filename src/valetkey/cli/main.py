@@ -11,6 +11,7 @@ from valetkey.cli import (
     approvals,
     audit,
     clients,
+    connections,
     delegations,
     demo,
     issuers,
@@ -51,6 +52,7 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(limits.app, name="limits")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(providers.app, name="providers")
+app.add_typer(connections.app, name="connections")
 app.command("sanitize")(sanitize_command)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

@@ -15,6 +15,7 @@ from valetkey.cli.common import (
     run,
     table,
 )
+from valetkey.ids import new_id
 
 app = typer.Typer(help="Manage a tenant's users.", no_args_is_help=True)
 
@@ -78,14 +79,24 @@ def set_password(email: str, tenant: str = TenantOpt, json: bool = JsonOpt) -> N
 
 @app.command("deactivate")
 def deactivate(email: str, tenant: str = TenantOpt, json: bool = JsonOpt) -> None:
-    """Deactivate a user. Agents they sponsor keep working and are flagged needs_sponsor."""
+    """Deactivate a user. Agents they sponsor keep working and are flagged needs_sponsor;
+    the user's connections in the vault are revoked."""
 
     async def go() -> None:
-        async with identity() as (_, svc):
+        async with identity() as (rt, svc):
             user, flagged = await svc.deactivate_user(tenant, email)
+            vault = rt.connections(new_id("cor"))
+            revoked = [c.id for c in await vault.list(user.tenant_id)
+                       if c.owner_kind == "user" and c.owner_id == user.id
+                       and c.status != "revoked"]  # fmt: skip
+            for connection_id in revoked:
+                await vault.revoke(connection_id, reason="user deactivated")
         if json:
-            print_json({**views.user(user), "flagged_agents": [a.id for a in flagged]})
+            print_json({**views.user(user), "flagged_agents": [a.id for a in flagged],
+                        "revoked_connections": revoked})  # fmt: skip
             return
+        for connection_id in revoked:
+            console.print(f"revoked connection {connection_id}")
         console.print(f"Deactivated {user.email}.")
         for agent in flagged:
             console.print(

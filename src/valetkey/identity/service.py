@@ -162,6 +162,9 @@ class IdentityService:
         tenant = await self.tenant(tenant_ref)
         return await self._store.find_user(tenant.id, _email(email))
 
+    async def user_by_id(self, user_id: str) -> User:
+        return await self._store.get_user(user_id)
+
     async def list_users(self, tenant_ref: str) -> list[User]:
         return await self._store.list_users((await self.tenant(tenant_ref)).id)
 

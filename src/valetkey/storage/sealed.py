@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from valetkey.storage.database import Database
-from valetkey.storage.tables import providers, signing_keys, webhooks
+from valetkey.storage.tables import connections, providers, signing_keys, webhooks
 from valetkey.vault.cipher import Envelope
 
 
@@ -26,6 +26,7 @@ SEALED = (
     SealedColumn(
         providers, "id", "client_secret", lambda ident: f"providers/{ident}/client_secret"
     ),
+    SealedColumn(connections, "id", "tokens", lambda ident: f"connections/{ident}/tokens"),
 )
 
 
@@ -33,9 +34,9 @@ async def count_sealed(db: Database) -> int:
     async with db.read() as conn:
         total = 0
         for sealed in SEALED:
-            total += int(
-                await conn.scalar(sa.select(sa.func.count()).select_from(sealed.table)) or 0
-            )
+            column = sealed.table.c[sealed.column]
+            query = sa.select(sa.func.count()).select_from(sealed.table).where(column.is_not(None))
+            total += int(await conn.scalar(query) or 0)
         return total
 
 
@@ -45,7 +46,9 @@ async def rewrap_all(db: Database, envelope: Envelope) -> AsyncIterator[bool]:
     for sealed in SEALED:
         key_col, value_col = sealed.table.c[sealed.key], sealed.table.c[sealed.column]
         async with db.read() as conn:
-            rows = (await conn.execute(sa.select(key_col, value_col))).all()
+            rows = (
+                await conn.execute(sa.select(key_col, value_col).where(value_col.is_not(None)))
+            ).all()
         for ident, ciphertext in rows:
             fresh = envelope.rewrap(str(ciphertext), sealed.context(str(ident)))
             if fresh is not None:

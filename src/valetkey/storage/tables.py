@@ -336,3 +336,22 @@ providers = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.UniqueConstraint("tenant_id", "name", name="uq_providers_tenant_name"),
 )
+
+# The vault's entries: one set of platform tokens per (tenant, provider, owner).
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("provider_id", Id, nullable=False),
+    sa.Column("owner_kind", sa.String(8), nullable=False),  # user | agent
+    sa.Column("owner_id", Id, nullable=False),
+    sa.Column("tokens", sa.Text, nullable=True),  # envelope-encrypted JSON; None once revoked
+    sa.Column("status", sa.String(16), nullable=False),  # active | needs_reauth | revoked
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("expires_at", Time, nullable=True),  # the access token's
+    sa.Column("version", sa.Integer, nullable=False),  # bumped by every token write
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_connections_owner", "tenant_id", "provider_id", "owner_kind", "owner_id"),
+)

@@ -5,11 +5,14 @@ so agents ask for tokens to the gateway like to any resource."""
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import httpx
+
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
-from valetkey.errors import InvalidInput
+from valetkey.errors import InvalidInput, NotFound
 from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
+from valetkey.vault.connections import Connection, PlatformTokens
 from valetkey.vault.providers import (
     Provider,
     ProviderError,
@@ -95,3 +98,125 @@ class Providers:
                 "client_id": provider.client_id, "scopes": list(provider.scopes),
                 "audience": gateway_audience(self._issuer, provider.name),
                 **provider.config.to_json()}  # fmt: skip
+
+
+class ConnectionStore(Protocol):
+    async def create(self, connection: Connection, tokens: PlatformTokens,
+                     events: Sequence[AuditEvent]) -> None: ...  # fmt: skip
+    async def get(self, connection_id: str) -> Connection: ...
+    async def list_all(self, tenant_id: str) -> list[Connection]: ...
+    async def tokens(self, connection: Connection) -> PlatformTokens: ...
+    async def revoke(
+        self, connection: Connection, now: float, events: Sequence[AuditEvent]
+    ) -> bool: ...
+
+
+class SecretSource(Protocol):
+    async def client_secret(self, provider: Provider) -> str: ...
+
+
+class Connections:
+    """The vault's entries as admins and owners manage them; never a token in a view."""
+
+    def __init__(self, identity: IdentityService, providers: ProviderStore, secrets: SecretSource,
+                 store: ConnectionStore, clock: Clock, cid: str) -> None:  # fmt: skip
+        self._identity = identity
+        self._providers = providers
+        self._secrets = secrets
+        self._store = store
+        self._clock = clock
+        self._cid = cid
+
+    async def import_refresh_token(
+        self, tenant_ref: str, provider_name: str, *, user: str | None, agent: str | None,
+        refresh_token: str, scopes: Sequence[str] = (),
+    ) -> Connection:  # fmt: skip
+        """A connection from a refresh token the owner already had (migrating away from
+        borrowed credentials); its first use exchanges it for an access token."""
+        tenant = await self._identity.tenant(tenant_ref)
+        if (user is None) == (agent is None):
+            raise InvalidInput("a connection belongs to one owner: --user EMAIL or --agent ID")
+        if not refresh_token.strip() or len(refresh_token) > 8192:
+            raise InvalidInput("give the refresh token on stdin")
+        provider = await self._providers.find(tenant.id, provider_name)
+        if user is not None:
+            owner = await self._identity.user(tenant.id, user)
+            if owner.status != "active":
+                raise InvalidInput("the user is deactivated")
+            kind, owner_id = "user", owner.id
+        else:
+            assert agent is not None
+            kind, owner_id = "agent", (await self._identity.agent(agent, tenant.id)).id
+        now = self._clock.now()
+        connection = Connection(new_id("con"), tenant.id, provider.id, provider.name, kind,  # type: ignore[arg-type]
+                                owner_id, "active", tuple(scopes) or provider.scopes, None, 1,
+                                now, now)  # fmt: skip
+        event = AuditEvent(
+            "connection.imported", tenant.id, now, self._cid,
+            agent_id=owner_id if kind == "agent" else None,
+            user_id=owner_id if kind == "user" else None,
+            data={"connection_id": connection.id, "provider": provider.name},
+        )  # fmt: skip
+        await self._store.create(connection, PlatformTokens(refresh_token.strip()), [event])
+        return connection
+
+    async def list(self, tenant_ref: str) -> list[Connection]:
+        return await self._store.list_all((await self._identity.tenant(tenant_ref)).id)
+
+    async def get(self, connection_id: str, tenant_ref: str | None = None) -> Connection:
+        found = await self._store.get(connection_id)
+        if (
+            tenant_ref is not None
+            and found.tenant_id != (await self._identity.tenant(tenant_ref)).id
+        ):
+            raise NotFound(f"no connection {connection_id!r} in this tenant")
+        return found
+
+    async def owner_label(self, connection: Connection) -> str:
+        if connection.owner_kind == "user":
+            return (await self._identity.user_by_id(connection.owner_id)).email
+        return connection.owner_id
+
+    async def revoke(
+        self, connection_id: str, tenant_ref: str | None = None, reason: str = "revoked"
+    ) -> tuple[Connection, int | None]:
+        """Ask the platform to revoke (RFC 7009), then destroy the ciphertext whatever it
+        answered: the tokens must not outlive the owner's wish. Returns the platform's
+        HTTP status (None when it has no revocation endpoint or did not answer)."""
+        connection = await self.get(connection_id, tenant_ref)
+        if connection.status == "revoked":
+            return connection, None
+        provider = await self._providers.find(connection.tenant_id, connection.provider)
+        status = None
+        if provider.config.revoke_url:
+            tokens = await self._store.tokens(connection)
+            status = await _platform_revoke(provider, await self._secrets.client_secret(provider),
+                                            tokens)  # fmt: skip
+        now = self._clock.now()
+        event = AuditEvent("connection.revoked", connection.tenant_id, now, self._cid,
+                           data={"connection_id": connection.id, "provider": provider.name,
+                                 "platform_status": status, "reason": reason})  # fmt: skip
+        await self._store.revoke(connection, now, [event])
+        return connection, status
+
+
+async def _platform_revoke(provider: Provider, secret: str, tokens: PlatformTokens) -> int | None:
+    token = tokens.refresh_token or tokens.access_token
+    if not token or not provider.config.revoke_url:
+        return None
+    form = {"token": token, "token_type_hint": "refresh_token" if tokens.refresh_token
+            else "access_token"}  # fmt: skip
+    basic = provider.config.token_auth_method == "client_secret_basic"
+    if not basic:
+        form.update(client_id=provider.client_id, client_secret=secret)
+    try:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
+            if basic:
+                response = await http.post(
+                    provider.config.revoke_url, data=form, auth=(provider.client_id, secret)
+                )
+            else:
+                response = await http.post(provider.config.revoke_url, data=form)
+    except httpx.HTTPError:
+        return None
+    return response.status_code
