@@ -54,6 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import token_issuance as base
+from valetkey.policy.cedar import DEFAULT_POLICIES
 
 TARGET_RPS = 2000  # decisions/s over HTTP on these 2-core machines, concurrency 16
 TARGET_P99_MS = 15.0
@@ -74,23 +75,9 @@ ACTIONS = [
 ]
 SCOPES = [scope for _, _, scope in ACTIONS]
 
-POLICIES = """\
-// ValetKey's default rules: reads and writes within the token's scope are allowed;
-// delete, bulk, send and spend need a human's approval.
-@id("allow-read-write")
-permit(principal, action in [Action::"read", Action::"write"], resource);
-
-@id("approval-for-risky-classes")
-@outcome("approval")
-forbid(
-  principal,
-  action in [Action::"delete", Action::"bulk", Action::"send", Action::"spend"],
-  resource
-) unless { context.approved };
-
-@id("allow-approved")
-permit(principal, action, resource) when { context.approved };
-
+POLICIES = (
+    DEFAULT_POLICIES
+    + """
 // What agents may do.
 @id("read-business-records")
 permit(principal is Agent, action in Action::"read", resource)
@@ -155,6 +142,7 @@ when { context.spent_today + context.cost > 200000 };
 forbid(principal, action == Action::"crm:contacts.export", resource)
 when { context.count > 10000 };
 """
+)
 
 
 def directory_entities() -> list[dict[str, Any]]:
@@ -329,7 +317,7 @@ async def _in_process(n: int) -> dict[str, Any]:
     from valetkey.identity.models import Client, Resource, Tenant
     from valetkey.identity.scopes import conventional_implications
     from valetkey.oauth.context import TenantCache
-    from valetkey.policy.cedar import DEFAULT_POLICIES, CompiledPolicies, action_entities
+    from valetkey.policy.cedar import CompiledPolicies, action_entities
     from valetkey.policy.decision import Caller, DecisionPoint
     from valetkey.policy.intent import parse_intent
 
@@ -565,10 +553,7 @@ def report(result: dict[str, Any]) -> str:
             lines.append(
                 f"  {r['decisions_per_s']:>8,}/s {r['us_per_decision']:>8.1f} µs  {r['label']}"
             )
-    if "profile" in result:
-        lines.append("")
-        lines.append(f"py-spy --gil profile of the read phase ({result['profile']['dir']}):")
-        lines += [f"{pct:6.1f}%  {layer}" for layer, pct in result["profile"]["layers_pct"].items()]
+    lines += base.profile_lines(result, "read")
     return "\n".join(lines)
 
 

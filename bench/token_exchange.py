@@ -258,10 +258,7 @@ def report(result: dict[str, Any]) -> str:
                 f"{name} errors: {p['error_detail']} "
                 f"(warm-up: {result['warmup_errors'].get(name, 0)})"
             )
-    if "profile" in result:
-        lines.append("")
-        lines.append(f"py-spy --gil profile of the exchange phase ({result['profile']['dir']}):")
-        lines += [f"{pct:6.1f}%  {layer}" for layer, pct in result["profile"]["layers_pct"].items()]
+    lines += base.profile_lines(result, "exchange")
     return "\n".join(lines)
 
 

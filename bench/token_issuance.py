@@ -888,13 +888,19 @@ def summarize_profile(
     return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda x: -x[1])
 
 
+def profile_lines(result: dict[str, Any], phase: str) -> list[str]:
+    """The py-spy summary of a run's profiled phase, if it was profiled."""
+    if "profile" not in result:
+        return []
+    profile = result["profile"]
+    return ["", f"py-spy --gil profile of the {phase} phase ({profile['dir']}):"] + [
+        f"{pct:6.1f}%  {layer}" for layer, pct in profile["layers_pct"].items()
+    ]
+
+
 def report(result: dict[str, Any]) -> str:
     cfg, tok, hz, audit = result["config"], result["token"], result["healthz"], result["audit"]
-    tail = []
-    if "profile" in result:
-        tail.append("")
-        tail.append(f"py-spy --gil profile of the token phase ({result['profile']['dir']}):")
-        tail += [f"{pct:6.1f}%  {layer}" for layer, pct in result["profile"]["layers_pct"].items()]
+    tail = profile_lines(result, "token")
     lines = [
         f"ValetKey token issuance: {cfg['database']}, {cfg['workers']} worker(s), "
         f"concurrency {cfg['concurrency']}, {cfg['duration_s']:g} s per endpoint, "
