@@ -13,10 +13,12 @@ import httpx
 import pytest
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import access_token, audit_events
+from tests.integration.helpers import access_token, audit_events, make_tenant
+from tests.support.databases import new_database_url
 from tests.support.dpop import DPoPClient, ProofKey
 from tests.support.idp import FakeIdP, running_idp
 from tests.support.login import authorize
+from tests.support.server import running_server
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 PASSWORD = "correct horse battery staple"
@@ -288,3 +290,23 @@ def test_a_dpop_bound_token_asks_with_its_proof(setup: TenantSetup) -> None:
     stranger = ProofKey().proof(htu, claims={"ath": ath})
     refused = ask("DPoP", stranger)
     assert refused.status_code == 401 and "DPoP" in refused.headers["www-authenticate"]
+
+
+def test_limits_are_exact_across_worker_processes(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same, against a server with two worker processes sharing the database."""
+    tmp = tmp_path_factory.mktemp(f"two-workers-{backend}")
+    with running_server(new_database_url(backend, tmp), tmp / "data", workers=2) as server:
+        tenant = make_tenant(server)
+        server.cli("actions", "add", "crm:deals.read", "--tenant", tenant.name, "--class", "read")
+        server.cli("limits", "set", "--tenant", tenant.name, "--class", "read", "--max", "8",
+                   "--per", "day")  # fmt: skip
+        token = access_token(tenant)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+            results = list(pool.map(
+                lambda i: _decide(tenant, token, action="crm:deals.read", resource=f"r:{i}"),
+                range(24),
+            ))  # fmt: skip
+    assert sum(r["decision"] == "allow" for r in results) == 8
+    assert {r["reasons"][0]["code"] for r in results if r["decision"] == "deny"} == {"rate_limited"}
