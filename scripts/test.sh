@@ -15,6 +15,21 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
 fi
 PGBIN="$(pg_bin)"
 
+# Node.js for the stand-in OAuth platform (tests/support/oidc_platform), from Debian's packages
+# when missing; its pinned npm packages whenever package-lock.json is newer than node_modules.
+if ! command -v node >/dev/null 2>&1; then
+  echo "== installing Node.js (Debian packages)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+PLATFORM=tests/support/oidc_platform
+if [ ! -d "$PLATFORM/node_modules" ] || [ "$PLATFORM/package-lock.json" -nt "$PLATFORM/node_modules" ]; then
+  echo "== npm ci ($PLATFORM)"
+  npm ci --prefix "$PLATFORM" --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$PLATFORM/node_modules"
+fi
+
 echo "== ruff"
 "$BIN/ruff" check src tests bench
 "$BIN/ruff" format --check src tests bench

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         ),
     )
     smtp_from: str = Field("valetkey@localhost", description="The From address of emails.")
+    gateway_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Seconds the gateway waits for a platform to start answering a call.",
+    )
     fetch_allow_hosts: str = Field(
         "",
         description=(

@@ -7,13 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock, SystemClock
 from valetkey.config import Settings
 from valetkey.errors import InvalidInput
 from valetkey.identity.delegations import DelegationService
 from valetkey.identity.service import IdentityService
-from valetkey.notify.messages import approval_payload
+from valetkey.notify.messages import approval_payload, connection_payload
 from valetkey.notify.outbox import Delivery, Dispatcher, planned
 from valetkey.notify.service import Notifications
 from valetkey.oauth.delegated import Consent
@@ -47,7 +49,9 @@ from valetkey.storage.sealed import count_sealed, rewrap_all
 from valetkey.storage.session_store import SqlSessionStore
 from valetkey.storage.usage_store import SqlUsageStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
-from valetkey.vault.service import Connections, Providers
+from valetkey.vault.connections import Connection
+from valetkey.vault.refresh import TokenVault
+from valetkey.vault.service import ConnectFlow, Connections, Providers
 
 
 def _write_key_file(path: Path, text: str) -> None:
@@ -257,12 +261,50 @@ class Runtime:
             self.settings.issuer, correlation_id,
         )  # fmt: skip
 
+    @functools.cached_property
+    def provider_store(self) -> SqlProviderStore:
+        return SqlProviderStore(self.db, self.envelope)
+
+    @functools.cached_property
+    def connection_store(self) -> SqlConnectionStore:
+        return SqlConnectionStore(self.db, self.envelope)
+
     def connections(self, correlation_id: str) -> Connections:
-        providers = SqlProviderStore(self.db, self.envelope)
+        providers = self.provider_store
         return Connections(
-            self.identity(correlation_id), providers, providers,
-            SqlConnectionStore(self.db, self.envelope), self.clock, correlation_id,
+            self.identity(correlation_id), providers, providers, self.connection_store,
+            self.clock, correlation_id,
         )  # fmt: skip
+
+    def connect_flow(self, http: httpx.AsyncClient, correlation_id: str) -> ConnectFlow:
+        return ConnectFlow(
+            self.identity(correlation_id), self.provider_store, self.provider_store,
+            self.connection_store, self.clock, self.settings.issuer, http, correlation_id,
+        )  # fmt: skip
+
+    def token_vault(self, http: httpx.AsyncClient, hot: HotPath | None = None) -> TokenVault:
+        store = self.connection_store.with_hot_path(hot) if hot else self.connection_store
+        return TokenVault(store, self.provider_store, http, self.clock, self._plan_reconnect)
+
+    async def _plan_reconnect(self, connection: Connection, reason: str) -> list[Delivery]:
+        """Who hears that a connection needs its owner: the tenant's webhooks, and the
+        owner by email (a user, or an agent's sponsor) — the approval channels."""
+        notify = self.notify_store
+        if connection.owner_kind == "user":
+            owner = await self.delegation_store.user_by_id(connection.owner_id)
+            label = owner.email if owner else connection.owner_id
+        else:
+            agent = await self.identity_store.get_client(connection.owner_id)
+            owner = await self.delegation_store.user_by_id(agent.sponsor_id or "")
+            label = connection.owner_id
+        view = {**connection.view(label), "status": "needs_reauth",
+                "connect_url": f"{self.settings.issuer}/v1/connections/start?provider="
+                               f"{connection.provider}"}  # fmt: skip
+        payload = connection_payload(view, connection.tenant_id, reason)
+        emails = [owner.email] if owner is not None and self.settings.smtp_url else []
+        hooks = await notify.active_webhooks(connection.tenant_id)
+        return planned(connection.tenant_id, "connection.needs_reauth", payload, hooks, emails,
+                       self.clock.now())  # fmt: skip
 
     def notifications(self, correlation_id: str) -> Notifications:
         return Notifications(

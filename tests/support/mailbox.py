@@ -1,6 +1,7 @@
 """A local SMTP server (aiosmtpd) that keeps what it receives, for the email tests."""
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -24,6 +25,16 @@ class Mailbox:
             assert isinstance(message, EmailMessage)
             found.append((message, str(message.get_content())))
         return found
+
+    def wait_for(self, match: Callable[[Message], bool], timeout: float = 20.0) -> Message:
+        """The first message `match` accepts, waiting for it to arrive."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in list(self.messages):
+                if match(message):
+                    return message
+            time.sleep(0.05)
+        raise AssertionError("no such message arrived")
 
     @property
     def url(self) -> str:

@@ -53,7 +53,7 @@ def test_paths_map_to_intents_with_a_method_fallback() -> None:
         "crm:deals.delete", "crm:deals/42",
     )  # fmt: skip
     assert hubspot.intent("crm", "GET", "/crm/v3/objects/contacts/7") == (
-        "read", "crm:/crm/v3/objects/contacts/7",
+        "read", "crm:crm/v3/objects/contacts/7",
     )  # fmt: skip
     assert hubspot.intent("crm", "POST", "/x")[0] == "write"
     assert hubspot.intent("crm", "PUT", "/x")[0] == "write"

@@ -64,3 +64,35 @@ def approval_email(payload: dict[str, Any], sender: str, recipient: str) -> Emai
               f"This request expires at {payload['approval']['expires_at']}."]  # fmt: skip
     message.set_content("\n".join(lines))
     return message
+
+
+def connection_payload(connection: dict[str, Any], tenant: str, reason: str) -> dict[str, Any]:
+    """A connection that needs its owner: the platform refused the stored grant."""
+    return {"type": "connection.needs_reauth", "tenant": tenant, "connection": connection,
+            "reason": reason}  # fmt: skip
+
+
+def connection_email(payload: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
+    connection = payload["connection"]
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = f"Reconnect {connection['provider']}: your agents lost access"
+    again = (
+        connection.get("connect_url") or "/v1/connections/start?provider=" + connection["provider"]
+    )
+    lines = [
+        f"The {connection['provider']} connection {connection['id']} ({connection['owner']})",
+        f"stopped working: {payload['reason']}.",
+        "Agents cannot act on this platform for you until you connect it again:",
+        f"  {again}",
+    ]
+    message.set_content("\n".join(lines))
+    return message
+
+
+def email_for(payload: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
+    """The email a delivery's payload calls for."""
+    if payload.get("type") == "connection.needs_reauth":
+        return connection_email(payload, sender, recipient)
+    return approval_email(payload, sender, recipient)

@@ -20,7 +20,7 @@ import orjson
 
 from valetkey.clock import Clock
 from valetkey.ids import new_id
-from valetkey.notify.messages import approval_email, signature
+from valetkey.notify.messages import email_for, signature
 
 log = logging.getLogger("valetkey.notify")
 BACKOFF = (1, 5, 30, 120, 600, 1800, 3600)  # seconds before attempt 2, 3, …
@@ -193,7 +193,7 @@ class Dispatcher:
         if not self.smtp_url:
             return None, "no SMTP server is configured (VALETKEY_SMTP_URL)"
         parts = urlsplit(self.smtp_url)
-        message = approval_email(delivery.payload, self.smtp_from, delivery.target)
+        message = email_for(delivery.payload, self.smtp_from, delivery.target)
         try:
             await aiosmtplib.send(message, hostname=parts.hostname or "localhost",
                                   port=parts.port or 25, timeout=TIMEOUT,

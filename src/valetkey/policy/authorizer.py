@@ -102,6 +102,11 @@ class Authorizer:
         )
         return caller, ctx
 
+    async def action_class(self, caller: Caller, name: str) -> str | None:
+        """The class of one of the caller's tenant's actions (None: no such action)."""
+        found = await self._point.action(caller.tenant, name)
+        return found.klass if found else None
+
     async def decide(
         self,
         caller: Caller,

@@ -10,6 +10,7 @@ from valetkey.audit.events import AuditEvent
 from valetkey.errors import Conflict, NotFound
 from valetkey.storage.audit_store import append_in
 from valetkey.storage.database import Database
+from valetkey.storage.identity_store import bump_tenant_version
 from valetkey.storage.tables import providers
 from valetkey.vault.cipher import Envelope
 from valetkey.vault.providers import Provider, parse_config
@@ -34,6 +35,7 @@ class SqlProviderStore:
                     client_secret=sealed, scopes=list(provider.scopes),
                     created_at=provider.created_at,
                 ))  # fmt: skip
+                await bump_tenant_version(conn, provider.tenant_id)  # gateways reload it
                 await append_in(conn, self._db.is_sqlite, events)
         except IntegrityError as exc:
             raise Conflict(f"provider {provider.name!r} already exists in this tenant") from exc
@@ -48,6 +50,16 @@ class SqlProviderStore:
                 providers.c.tenant_id == tenant_id, providers.c.name == name))).first()  # fmt: skip
         if row is None:
             raise NotFound(f"no provider {name!r} in this tenant")
+        return self._provider(row)
+
+    async def by_id(self, tenant_id: str, provider_id: str) -> Provider:
+        async with self._db.read() as conn:
+            query = sa.select(providers).where(
+                providers.c.tenant_id == tenant_id, providers.c.id == provider_id
+            )
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound("the connection's provider was removed")
         return self._provider(row)
 
     async def client_secret(self, provider: Provider) -> str:
@@ -68,4 +80,5 @@ class SqlProviderStore:
     async def remove(self, provider: Provider, events: Sequence[AuditEvent]) -> None:
         async with self._db.write() as conn:
             await conn.execute(providers.delete().where(providers.c.id == provider.id))
+            await bump_tenant_version(conn, provider.tenant_id)
             await append_in(conn, self._db.is_sqlite, events)

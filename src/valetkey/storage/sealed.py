@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from valetkey.storage.database import Database
-from valetkey.storage.tables import connections, providers, signing_keys, webhooks
+from valetkey.storage.tables import (
+    connect_states,
+    connections,
+    providers,
+    signing_keys,
+    webhooks,
+)
 from valetkey.vault.cipher import Envelope
 
 
@@ -27,6 +33,7 @@ SEALED = (
         providers, "id", "client_secret", lambda ident: f"providers/{ident}/client_secret"
     ),
     SealedColumn(connections, "id", "tokens", lambda ident: f"connections/{ident}/tokens"),
+    SealedColumn(connect_states, "id", "verifier", lambda ident: f"connect_states/{ident}"),
 )
 
 

@@ -353,5 +353,26 @@ connections = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),  # bumped by every token write
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    # Refresh single-flight across processes and nodes: a lease taken by compare-and-set.
+    sa.Column("lease_until", Time, nullable=True),
+    sa.Column("lease_holder", sa.String(64), nullable=True),
+    sa.Column("refresh_after", Time, nullable=True),  # when the access token is due a refresh
+    sa.Column("refreshed_at", Time, nullable=True),
     sa.Index("ix_connections_owner", "tenant_id", "provider_id", "owner_kind", "owner_id"),
+)
+
+# The connect flow's pending authorizations: one row per `state`, spent at the callback.
+connect_states = sa.Table(
+    "connect_states",
+    metadata,
+    sa.Column("id", Id, primary_key=True),  # SHA-256 of the state sent to the platform
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("provider_id", Id, nullable=False),
+    sa.Column("owner_kind", sa.String(8), nullable=False),
+    sa.Column("owner_id", Id, nullable=False),
+    sa.Column("started_by", Id, nullable=False),
+    sa.Column("verifier", sa.Text, nullable=False),  # the PKCE verifier, envelope-encrypted
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
 )

@@ -9,8 +9,9 @@ non-https endpoint or a mapping that does not parse is refused with a clear mess
 
 Path mapping: `GET /deals/{id}` → `crm:deals.read` on `crm:deals/{id}`; any path the
 mappings do not name falls back by method (GET/HEAD → read, POST/PUT/PATCH → write,
-DELETE → delete) on the resource `<provider>:<path>`. A path is only ever a path under
-the API base: no scheme, no host, no `..`, no encoded slashes or dots, no backslashes.
+DELETE → delete) on the resource `<provider>:<path>`, without the path's leading slash.
+A path is only ever a path under the API base: no scheme, no host, no `..`, no encoded
+slashes or dots, no backslashes.
 """
 
 import json
@@ -109,7 +110,7 @@ class ProviderConfig:
         klass = METHOD_CLASSES.get(method)
         if klass is None:
             raise ProviderError(f"method {method!r} is not allowed through the gateway")
-        return klass, f"{provider}:{clean}"
+        return klass, f"{provider}:{clean[1:]}"
 
 
 def safe_path(path: str) -> str:

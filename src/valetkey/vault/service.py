@@ -2,16 +2,23 @@
 for it, `{issuer}/v1/gateway/{name}` (DESIGN.md), with `{name}:read|write|delete` scopes,
 so agents ask for tokens to the gateway like to any resource."""
 
+import base64
+import hashlib
+import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import httpx
 
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
-from valetkey.errors import InvalidInput, NotFound
+from valetkey.errors import Forbidden, InvalidInput, NotFound
+from valetkey.identity.models import User
 from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
+from valetkey.vault import platform
 from valetkey.vault.connections import Connection, PlatformTokens
 from valetkey.vault.providers import (
     Provider,
@@ -20,6 +27,7 @@ from valetkey.vault.providers import (
     parse_config,
     valid_name,
 )
+from valetkey.vault.refresh import schedule
 
 
 class ProviderStore(Protocol):
@@ -115,6 +123,125 @@ class SecretSource(Protocol):
     async def client_secret(self, provider: Provider) -> str: ...
 
 
+class ConnectStore(Protocol):
+    async def add_state(self, state_id: str, connection: Connection, started_by: str,
+                        verifier: str, expires_at: float) -> None: ...  # fmt: skip
+    async def take_state(self, state_id: str, now: float) -> tuple[Any, str] | None: ...
+    async def connect(self, connection: Connection, tokens: PlatformTokens,
+                      refresh_after: float | None,
+                      events: Sequence[AuditEvent]) -> Connection: ...  # fmt: skip
+
+
+CONNECT_TTL = 600
+ADMIN_ROLE = "admin"
+
+
+def state_id(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectStart:
+    authorize_url: str
+    state: str
+    expires_at: float
+
+
+class ConnectFlowError(Exception):
+    """The callback cannot complete the flow (400 for the web layer)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConnectFlow:
+    """`/v1/connections/start` and `/callback`: ValetKey as the platform's OAuth client
+    (authorization code with PKCE S256 and a single-use `state`), for a signed-in user's
+    own connection or, by an admin, an agent's."""
+
+    def __init__(self, identity: IdentityService, providers: ProviderStore,
+                 secrets_: SecretSource, store: ConnectStore, clock: Clock, issuer: str,
+                 http: httpx.AsyncClient, cid: str) -> None:  # fmt: skip
+        self._identity = identity
+        self._providers = providers
+        self._secrets = secrets_
+        self._store = store
+        self._clock = clock
+        self._issuer = issuer
+        self._http = http
+        self._cid = cid
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self._issuer}/v1/connections/callback"
+
+    async def start(self, user: User, provider_name: str, agent: str | None = None,
+                    scopes: Sequence[str] = ()) -> ConnectStart:  # fmt: skip
+        provider = await self._providers.find(user.tenant_id, provider_name)
+        if agent is not None:
+            if ADMIN_ROLE not in user.roles:
+                raise Forbidden("only a tenant admin may connect a platform account for an agent")
+            kind, owner = "agent", (await self._identity.agent(agent, user.tenant_id)).id
+        else:
+            kind, owner = "user", user.id
+        now = self._clock.now()
+        wanted = tuple(dict.fromkeys((*provider.scopes, *scopes)))
+        pending = Connection(new_id("con"), user.tenant_id, provider.id, provider.name, kind,  # type: ignore[arg-type]
+                             owner, "active", wanted, None, 1, now, now)  # fmt: skip
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(48)
+        await self._store.add_state(state_id(state), pending, user.id, verifier, now + CONNECT_TTL)
+        config = provider.config
+        params = {"response_type": "code", "client_id": provider.client_id,
+                  "redirect_uri": self.redirect_uri, "state": state}  # fmt: skip
+        scope = config.scope_param(wanted)
+        if scope:
+            params["scope"] = scope
+        if config.pkce:
+            digest = hashlib.sha256(verifier.encode()).digest()
+            params["code_challenge"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            params["code_challenge_method"] = "S256"
+        params.update(config.extra_authorize_params)
+        joiner = "&" if "?" in config.authorize_url else "?"
+        return ConnectStart(config.authorize_url + joiner + urlencode(params), state,
+                            now + CONNECT_TTL)  # fmt: skip
+
+    async def complete(self, state: str, code: str | None, error: str | None) -> Connection:
+        now = self._clock.now()
+        found = await self._store.take_state(state_id(state), now)
+        if found is None:
+            raise ConnectFlowError("invalid_state", "unknown, used or expired state: start again")
+        row, verifier = found
+        provider = await self._providers.find(row.tenant_id, await self._provider_name(row))
+        if error is not None or not code:
+            raise ConnectFlowError("access_denied", f"the platform answered: {error or 'no code'}")
+        issued = await platform.redeem_code(
+            self._http, provider, await self._secrets.client_secret(provider), code,
+            self.redirect_uri, verifier if provider.config.pkce else None,
+        )  # fmt: skip
+        now = self._clock.now()
+        expires_at, refresh_after = schedule(provider, issued.expires_in, now)
+        scopes = issued.scopes or tuple(row.scopes)
+        connection = Connection(new_id("con"), row.tenant_id, provider.id, provider.name,
+                                row.owner_kind, row.owner_id, "active", scopes, expires_at, 1,
+                                now, now)  # fmt: skip
+        event = AuditEvent(
+            "connection.connected", row.tenant_id, now, self._cid,
+            agent_id=row.owner_id if row.owner_kind == "agent" else None,
+            user_id=row.owner_id if row.owner_kind == "user" else None,
+            data={"connection_id": connection.id, "provider": provider.name,
+                  "started_by": row.started_by, "scopes": list(scopes)},
+        )  # fmt: skip
+        return await self._store.connect(connection, issued.tokens, refresh_after, [event])
+
+    async def _provider_name(self, row: Any) -> str:
+        for provider in await self._providers.list(row.tenant_id):
+            if provider.id == row.provider_id:
+                return provider.name
+        raise ConnectFlowError("invalid_state", "the provider was removed meanwhile")
+
+
 class Connections:
     """The vault's entries as admins and owners manage them; never a token in a view."""
 
@@ -206,17 +333,14 @@ async def _platform_revoke(provider: Provider, secret: str, tokens: PlatformToke
         return None
     form = {"token": token, "token_type_hint": "refresh_token" if tokens.refresh_token
             else "access_token"}  # fmt: skip
-    basic = provider.config.token_auth_method == "client_secret_basic"
-    if not basic:
+    headers = {}
+    if provider.config.token_auth_method == "client_secret_basic":
+        headers["Authorization"] = platform.basic_auth(provider.client_id, secret)
+    else:
         form.update(client_id=provider.client_id, client_secret=secret)
     try:
         async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
-            if basic:
-                response = await http.post(
-                    provider.config.revoke_url, data=form, auth=(provider.client_id, secret)
-                )
-            else:
-                response = await http.post(provider.config.revoke_url, data=form)
+            response = await http.post(provider.config.revoke_url, data=form, headers=headers)
     except httpx.HTTPError:
         return None
     return response.status_code

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
@@ -14,10 +15,14 @@ from starlette.responses import Response
 from valetkey import __version__
 from valetkey.audit.writer import BatchingAuditWriter
 from valetkey.config import Settings
+from valetkey.gateway import proxy
+from valetkey.gateway.calls import ProviderDirectory
 from valetkey.runtime import Runtime
-from valetkey.web import authorize, authzen, errors, oauth_routes, v1
+from valetkey.vault.platform import token_timeout
+from valetkey.web import authorize, authzen, connections, errors, oauth_routes, v1
 from valetkey.web.correlation import CorrelationMiddleware
 from valetkey.web.errors import json_response
+from valetkey.web.gateway import Gateway
 
 log = logging.getLogger("valetkey")
 PURGE_INTERVAL = 300.0
@@ -37,6 +42,17 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.approvals = runtime.approvals(hot)
         app.state.authzen = runtime.authzen(writer, app.state.oauth, hot)
         app.state.runtime = runtime
+        platform_http = httpx.AsyncClient(
+            follow_redirects=False, timeout=token_timeout(settings.gateway_timeout)
+        )
+        app.state.platform_http = platform_http
+        app.state.forwarder = proxy.Forwarder(settings.gateway_timeout)
+        app.state.vault = runtime.token_vault(platform_http, hot)
+        app.state.gateway_providers = ProviderDirectory(
+            runtime.provider_store, app.state.oauth.cache
+        )
+        app.state.gateway_connections = runtime.connection_store.with_hot_path(hot)
+        app.state.gateway = Gateway(app.state)
         purger = asyncio.create_task(_purge_expired(runtime))
         dispatcher = runtime.dispatcher()
         notifying = asyncio.create_task(dispatcher.run())
@@ -49,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+            await app.state.forwarder.close()
+            await platform_http.aclose()
             await writer.close()
             await hot.close()
             await runtime.close()
@@ -66,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(authorize.router)
     app.include_router(v1.router)
     app.include_router(authzen.router)
+    app.include_router(connections.router)
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 

@@ -88,7 +88,7 @@ def _session_key(runtime: Runtime) -> bytes:
     return runtime.master_key.derive("session-cookie")
 
 
-def _mac(runtime: Runtime, *parts: str) -> str:
+def mac(runtime: Runtime, *parts: str) -> str:
     data = "\x00".join(parts).encode()
     return _b64(hmac.new(_session_key(runtime), data, hashlib.sha256).digest())
 
@@ -96,23 +96,23 @@ def _mac(runtime: Runtime, *parts: str) -> str:
 async def _password_generation(runtime: Runtime, user_id: str) -> str:
     """Changes whenever the password does, so a new password ends every open session."""
     stored = await runtime.identity_store.password_hash(user_id)
-    return _mac(runtime, "password", stored or "")[:22]
+    return mac(runtime, "password", stored or "")[:22]
 
 
 async def _sign_session(runtime: Runtime, user: User, now: float) -> str:
     expires = int(now) + runtime.settings.session_ttl
     generation = await _password_generation(runtime, user.id)
     payload = _b64(orjson.dumps({"u": user.id, "t": user.tenant_id, "e": expires, "g": generation}))
-    return payload + "." + _mac(runtime, "session", payload)
+    return payload + "." + mac(runtime, "session", payload)
 
 
 async def _session_user(request: Request, runtime: Runtime, tenant_id: str) -> User | None:
     """The signed-in user of this tenant, if the cookie is genuine and fresh, the password
     has not changed since, and the user is active."""
     raw = request.cookies.get(SESSION_COOKIE, "")
-    payload, _, mac = raw.partition(".")
+    payload, _, tag = raw.partition(".")
     if not payload or not hmac.compare_digest(
-        mac.encode(), _mac(runtime, "session", payload).encode()
+        tag.encode(), mac(runtime, "session", payload).encode()
     ):
         return None
     try:
@@ -129,7 +129,17 @@ async def _session_user(request: Request, runtime: Runtime, tenant_id: str) -> U
     return user if hmac.compare_digest(str(data.get("g", "")), generation) else None
 
 
-def _secure(runtime: Runtime) -> bool:
+async def signed_in_user(request: Request, runtime: Runtime) -> User | None:
+    """The user of the request's sign-in cookie, whatever their tenant."""
+    payload = request.cookies.get(SESSION_COOKIE, "").partition(".")[0]
+    try:
+        tenant_id = str(orjson.loads(_unb64(payload))["t"])
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        return None
+    return await _session_user(request, runtime, tenant_id)
+
+
+def secure_cookies(runtime: Runtime) -> bool:
     return runtime.settings.issuer.startswith("https://")
 
 
@@ -142,12 +152,12 @@ def _csrf(request: Request) -> str:
 def _form_token(runtime: Runtime, cookie: str, query: str) -> str:
     """What the form must send back: an HMAC of the cookie and this very request, so a
     cookie planted from a sibling domain is useless without the server's key."""
-    return _mac(runtime, "csrf", cookie, query)
+    return mac(runtime, "csrf", cookie, query)
 
 
 def _with_csrf(response: Response, runtime: Runtime, token: str) -> Response:
     response.set_cookie(
-        CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(runtime),
+        CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies(runtime),
         path="/oauth/authorize",
     )  # fmt: skip
     return response
@@ -476,7 +486,7 @@ async def authorize_post(request: Request) -> Response:
         response.set_cookie(
             SESSION_COOKIE, await _sign_session(flow.runtime, user, flow.runtime.clock.now()),
             max_age=flow.runtime.settings.session_ttl, httponly=True, samesite="lax",
-            secure=_secure(flow.runtime), path="/oauth/",
+            secure=secure_cookies(flow.runtime), path="/oauth/",
         )  # fmt: skip
         return response
     user = await _session_user(request, flow.runtime, flow.req.tenant.id)

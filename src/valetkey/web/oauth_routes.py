@@ -18,6 +18,7 @@ from valetkey.web.correlation import correlation_id
 from valetkey.web.errors import NO_STORE, json_response, log, oauth_error_response, problem
 
 MAX_FORM_BYTES = 64 * 1024
+GATEWAY_PREFIX = "/v1/gateway/"
 _CLIENT_AUTH_FIELDS = {
     "client_id": {"type": "string"},
     "client_secret": {"type": "string"},
@@ -128,6 +129,9 @@ class OAuthEndpoints:
         if endpoint is None:
             if scope["type"] == "http" and scope["path"] == "/v1/authorize":
                 await self._decide(scope, receive, send)
+                return
+            if scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
+                await scope["app"].state.gateway(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return

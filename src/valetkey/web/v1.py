@@ -49,7 +49,7 @@ class Unauthorized(Exception):
         self.description = description
 
 
-def _unauthorized(exc: Unauthorized) -> Response:
+def unauthorized(exc: Unauthorized) -> Response:
     response = problem(401, exc.error, "Unauthorized", exc.description)
     challenge = f'{exc.scheme} realm="valetkey", error="{exc.error}"'
     if exc.scheme == "DPoP":
@@ -63,13 +63,13 @@ async def token_claims(request: Request, path: str) -> dict[str, Any]:
 
 
 async def _token(request: Request, path: str) -> tuple[dict[str, Any], ClientContext]:
-    return await _token_from(
+    return await token_from(
         request.app.state, request.method, request.headers.get("authorization", ""),
         request.headers.getlist("dpop"), path,
     )  # fmt: skip
 
 
-async def _token_from(
+async def token_from(
     state: Any, method: str, authorization: str, proofs: list[str], path: str
 ) -> tuple[dict[str, Any], ClientContext]:
     """The claims of the request's access token, checked in full (and its DPoP proof)."""
@@ -133,13 +133,13 @@ async def decide(
 ) -> Response:
     """One `/v1/authorize` request, from raw parts."""
     try:
-        claims, ctx = await _token_from(state, "POST", authorization, proofs, "/v1/authorize")
+        claims, ctx = await token_from(state, "POST", authorization, proofs, "/v1/authorize")
         authorizer: Authorizer = state.authorizer
         caller, ctx = await authorizer.caller(claims, ctx)
     except Unauthorized as exc:
-        return _unauthorized(exc)
+        return unauthorized(exc)
     except CallerError as exc:
-        return _unauthorized(Unauthorized("Bearer", "invalid_token", str(exc)))
+        return unauthorized(Unauthorized("Bearer", "invalid_token", str(exc)))
     try:
         if len(body) > MAX_BODY:
             raise IntentError(f"the body is at most {MAX_BODY} bytes")
@@ -171,7 +171,7 @@ async def get_approval(request: Request, approval_id: str, wait: float = 0.0) ->
     try:
         claims = await token_claims(request, f"/v1/approvals/{approval_id}")
     except Unauthorized as exc:
-        return _unauthorized(exc)
+        return unauthorized(exc)
     runtime: Runtime = request.app.state.runtime
     approvals: Approvals = request.app.state.approvals
     user = await _user_of(request, claims)
@@ -190,7 +190,7 @@ async def _decide(request: Request, approval_id: str, approve: bool) -> Response
     try:
         claims = await token_claims(request, f"/v1/approvals/{approval_id}/{verb}")
     except Unauthorized as exc:
-        return _unauthorized(exc)
+        return unauthorized(exc)
     user = await _user_of(request, claims)
     if user is None:
         raise Forbidden("only a person signed in to ValetKey may decide; an agent never can")
