@@ -483,10 +483,11 @@ async def authorize_post(request: Request) -> Response:
             )  # fmt: skip
         await flow.audit("user.logged_in", user.id)
         response = await flow.after_login(user)
+        # Path "/": the connect flow (and the console) read it too.
         response.set_cookie(
             SESSION_COOKIE, await _sign_session(flow.runtime, user, flow.runtime.clock.now()),
             max_age=flow.runtime.settings.session_ttl, httponly=True, samesite="lax",
-            secure=secure_cookies(flow.runtime), path="/oauth/",
+            secure=secure_cookies(flow.runtime), path="/",
         )  # fmt: skip
         return response
     user = await _session_user(request, flow.runtime, flow.req.tenant.id)
