@@ -257,8 +257,8 @@ class Runtime:
 
     def providers(self, correlation_id: str) -> Providers:
         return Providers(
-            self.identity(correlation_id), SqlProviderStore(self.db, self.envelope), self.clock,
-            self.settings.issuer, correlation_id,
+            self.identity(correlation_id), self.provider_store, self.clock, self.settings.issuer,
+            correlation_id, self.policies(correlation_id),
         )  # fmt: skip
 
     @functools.cached_property

@@ -349,3 +349,48 @@ def test_a_slow_platform_times_out_cleanly(tmp_path: Any, backend: str) -> None:
         after = call(server, token, "/deals/1")  # the stored refresh token still works
         assert after.status_code == 200, after.text
         assert platform.successful_refreshes >= 2
+
+
+def test_preset_quirks_mapped_actions_and_an_instance_api_base(
+    tenant: TenantSetup, platform: Platform
+) -> None:
+    """HubSpot's deal paths map to `crm:deals.*` (registered when the provider is added);
+    Salesforce's API base is the org's `instance_url` from the token response."""
+    server, name = tenant.server, tenant.name
+    server.cli("providers", "add", "crm", "--tenant", name, "--preset", "hubspot",
+               "--authorize-url", platform.authorize_url, "--token-url", platform.token_url,
+               "--api-base", platform.base, "--client-id", platform.client_id,
+               "--client-secret-stdin", input=SECRET + "\n")  # fmt: skip
+    actions = {a["name"]: a for a in server.cli("actions", "list", "--tenant", name)}
+    assert actions["crm:deals.read"]["class"] == "read"
+    assert actions["crm:deals.read"]["scope"] == "crm:read"
+    assert actions["crm:deals.delete"]["scope"] == "crm:delete"
+    agent = gateway_agent(tenant)
+    import_for(server, name, platform, "--agent", agent["id"])
+    token = gateway_token(server, agent)
+    mapped = call(server, token, "/api/echo")
+    assert mapped.status_code == 200
+    held = call(server, token, "/crm/v3/objects/deals/42", "DELETE")
+    assert held.json()["code"] == "approval_required"
+    (decision,) = [e for e in audit_events(server, "--tenant", name, "--type", "decision.made")
+                   if e["data"]["decision"] == "approval_required"]  # fmt: skip
+    assert decision["data"]["intent"]["action"] == "crm:deals.delete"
+    assert decision["data"]["intent"]["resource"] == "crm:deals/42"
+
+    platform.quirks.instance_url = platform.base + "/api"
+    server.cli("providers", "add", "sf", "--tenant", name, "--preset", "salesforce",
+               "--authorize-url", platform.authorize_url, "--token-url", platform.token_url,
+               "--revoke-url", platform.revoke_url, "--client-id", platform.client_id,
+               "--client-secret-stdin", input=SECRET + "\n")  # fmt: skip
+    sf_agent = tenant.new_agent("sf-bot", "sf:read")
+    refresh = platform.issue_refresh_token("org-user")
+    server.cli("connections", "import", "--tenant", name, "--provider", "sf", "--agent",
+               sf_agent["id"], "--refresh-token-stdin", input=refresh + "\n")  # fmt: skip
+    sf_token = httpx.post(server.base_url + "/oauth/token", data={
+        "grant_type": "client_credentials", "resource": f"{server.issuer}/v1/gateway/sf",
+        "scope": "sf:read"}, auth=(sf_agent["client_id"], sf_agent["client_secret"]))  # fmt: skip
+    bearer = {"Authorization": f"Bearer {sf_token.json()['access_token']}"}
+    through = httpx.get(f"{server.base_url}/v1/gateway/sf/deals/5", timeout=30, headers=bearer)
+    assert through.status_code == 200, through.text
+    assert through.json()["owner"] == "org-user"
+    assert platform.api_calls[-1].path == "/api/deals/5"

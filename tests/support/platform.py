@@ -192,6 +192,11 @@ class Platform:
             grant = self._refresh.get(token)
             return grant is not None and self._refresh_usable(grant)
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token, refresh token and code this platform ever issued."""
+        with self._lock:
+            return [*self._access, *self._refresh, *self._codes]
+
     def reset_counts(self) -> None:
         """Forget counters and recorded requests (not tokens), e.g. after a test's setup."""
         with self._lock:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from valetkey.vault.connections import PlatformTokens
-from valetkey.vault.providers import Provider
+from valetkey.vault.providers import Provider, ProviderError, with_api_base
 
 MAX_TOKEN_TIMEOUT = 10.0  # the refresh lease (refresh.LEASE_SECONDS) outlasts it
 
@@ -108,6 +108,11 @@ async def token_request(
         )
     refresh = data.get("refresh_token")
     api_base = data.get(config.api_base_from_token) if config.api_base_from_token else None
+    if api_base is not None:
+        try:  # the gateway will send this platform's token there: https (or loopback) only
+            api_base = with_api_base(config, str(api_base)).api_base
+        except ProviderError as exc:
+            raise PlatformUnavailable(f"the platform named an unusable API base: {exc}") from exc
     tokens = PlatformTokens(
         refresh_token=refresh
         if isinstance(refresh, str) and refresh

@@ -21,13 +21,22 @@ from valetkey.ids import new_id
 from valetkey.vault import platform
 from valetkey.vault.connections import Connection, PlatformTokens
 from valetkey.vault.providers import (
+    METHOD_CLASSES,
     Provider,
+    ProviderConfig,
     ProviderError,
     load_preset,
     parse_config,
     valid_name,
 )
 from valetkey.vault.refresh import schedule
+
+
+class ActionRegistry(Protocol):
+    async def list_actions(self, tenant_ref: str) -> Sequence[Any]: ...
+    async def add_action(
+        self, tenant_ref: str, name: str, klass: str, scope: str | None
+    ) -> Any: ...
 
 
 class ProviderStore(Protocol):
@@ -43,8 +52,10 @@ def gateway_audience(issuer: str, name: str) -> str:
 
 class Providers:
     def __init__(
-        self, identity: IdentityService, store: ProviderStore, clock: Clock, issuer: str, cid: str
-    ) -> None:
+        self, identity: IdentityService, store: ProviderStore, clock: Clock, issuer: str, cid: str,
+        actions: ActionRegistry | None = None,
+    ) -> None:  # fmt: skip
+        self._actions = actions
         self._identity = identity
         self._store = store
         self._clock = clock
@@ -85,7 +96,22 @@ class Providers:
                            data={"provider_id": provider.id, "name": name, "preset": preset,
                                  "api_base": config.api_base, "audience": audience})  # fmt: skip
         await self._store.add(provider, client_secret.strip(), [event])
+        await self._register_mapped_actions(tenant.id, name, config)
         return provider
+
+    async def _register_mapped_actions(self, tenant_id: str, name: str,
+                                       config: ProviderConfig) -> None:  # fmt: skip
+        """The actions the provider's paths map to, so policies and mandates can name them
+        at once: each in its method's class, needing the gateway's scope for that class.
+        An action the tenant already has is left as it is."""
+        if self._actions is None or not config.actions:
+            return
+        known = {a.name for a in await self._actions.list_actions(tenant_id)}
+        for mapping in config.actions:
+            if mapping.action not in known:
+                klass = METHOD_CLASSES[mapping.method]
+                await self._actions.add_action(tenant_id, mapping.action, klass, f"{name}:{klass}")
+                known.add(mapping.action)
 
     async def list(self, tenant_ref: str) -> list[Provider]:
         return await self._store.list((await self._identity.tenant(tenant_ref)).id)
