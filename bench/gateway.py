@@ -708,7 +708,7 @@ def summarize_steps(directory: str) -> list[tuple[str, float]]:
                     (
                         name
                         for name, function, where in STEPS
-                        if frame.startswith(function + " (") and where in frame
+                        if where in frame and frame.split(" (", 1)[0].rsplit(".", 1)[-1] == function
                     ),
                     None,
                 )

@@ -40,8 +40,11 @@ def test_demo_tells_the_whole_story(server: RunningServer) -> None:
     assert result.exit_code == 0, result.output
     for expected in ("invalid_scope", "invalid_client", "active = False", "intact", '"act"',
                      "approval_required", "approval_used", "intent_outside_mandate",
-                     "suspected_injection", "decision.made", "approval.granted"):  # fmt: skip
+                     "suspected_injection", "decision.made", "approval.granted",
+                     "gateway.called", "Acme renewal", "never a CRM token",
+                     "X-Agent-Id: agt_"):  # fmt: skip
         assert expected in result.output, expected
+    assert "Authorization: Bearer crm_at_" in result.output  # what the CRM saw, from the vault
 
 
 def test_master_key_is_private_and_signing_keys_are_encrypted(server: RunningServer) -> None:

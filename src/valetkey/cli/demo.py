@@ -76,21 +76,107 @@ def _company_idp() -> Iterator[tuple[str, ECKey]]:
         server.server_close()
 
 
+class _DemoCrm:
+    """A stand-in CRM on 127.0.0.1: an OAuth token endpoint that refreshes, and an API that
+    accepts only its own access token — and remembers what each call showed it."""
+
+    def __init__(self) -> None:
+        self.refresh_token = "crm_rt_" + secrets.token_urlsafe(16)
+        self.access_tokens: set[str] = set()
+        self.seen: dict[str, str] = {}
+        crm = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = orjson.dumps(body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # /token, grant_type=refresh_token
+                form = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+                if f"refresh_token={crm.refresh_token}" not in form:
+                    self._send(400, {"error": "invalid_grant"})
+                    return
+                token = "crm_at_" + secrets.token_urlsafe(16)
+                crm.access_tokens.add(token)
+                self._send(200, {"access_token": token, "token_type": "Bearer",
+                                 "expires_in": 3600})  # fmt: skip
+
+            def do_GET(self) -> None:  # /api/deals/42
+                bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if bearer not in crm.access_tokens:
+                    self._send(401, {"error": "invalid_token"})
+                    return
+                crm.seen = {k: self.headers.get(k, "") for k in
+                            ("Authorization", "X-Agent-Id", "X-Correlation-Id")}  # fmt: skip
+                self._send(200, {"id": self.path.rsplit("/", 1)[-1], "name": "Acme renewal",
+                                 "stage": "negotiation", "amount": 120000})  # fmt: skip
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def _through_gateway(
+    rt: Any, http: httpx.AsyncClient, tenant: str, agent: str, secret: str, assertion: str,
+    crm: _DemoCrm, cid: str,
+) -> None:  # fmt: skip
+    """Mia's CRM token lives in the vault; the agent calls the gateway with its own token
+    for Mia, and ValetKey makes the call with hers."""
+    connection = await rt.connections(cid).import_refresh_token(
+        tenant, "crm", user="mia@acme.example", agent=None, refresh_token=crm.refresh_token
+    )
+    console.print(f"Mia's CRM grant is in the vault as {connection.id}: encrypted, never shown")
+    gateway = f"{rt.settings.issuer}/v1/gateway/crm"
+    form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": assertion, "resource": gateway, "scope": "crm:read",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "authorization_details": orjson.dumps([MANDATE]).decode()}  # fmt: skip
+    response = await http.post("/oauth/token", data=form, auth=(agent, secret))
+    response.raise_for_status()
+    token = response.json()["access_token"]
+    response = await http.get("/v1/gateway/crm/deals/42",
+                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    console.print(f"GET {gateway}/deals/42 (the agent's own token for Mia)")
+    _answer(response)
+    seen = crm.seen.get("Authorization", "")
+    console.print(
+        f"the CRM saw: Authorization: {seen[:15]}… (its own token, from the vault), "
+        f"X-Agent-Id: {crm.seen.get('X-Agent-Id')}, X-Correlation-Id: "
+        f"{crm.seen.get('X-Correlation-Id')}\n"
+        f"the agent held only {token[:12]}… — never a CRM token", highlight=False,
+    )  # fmt: skip
+
+
 MANDATE = {"type": "mandate", "actions": ["read"], "locations": ["crm:deals/*"],
            "user_request": "What's the latest on the Acme deal?"}  # fmt: skip
 
 
 async def _on_behalf_of(
-    svc: DelegationService, http: httpx.AsyncClient, tenant: str, agent: str, secret: str
-) -> str:
+    svc: DelegationService, http: httpx.AsyncClient, tenant: str, agent: str, secret: str,
+    gateway: str,
+) -> tuple[str, str]:  # fmt: skip
     """Mia delegates; the agent exchanges her assertion for a token with the task's mandate."""
     idp = "https://idp.acme.example"
     with _company_idp() as (jwks_uri, key):
         await svc.add_issuer(tenant, idp, jwks_uri, "valetkey", "email")
         mia = await svc.identity.create_user(tenant, "mia@acme.example", ["member"])
-        await svc.create_delegation(tenant, mia.email, agent, ["deals:read"], [CRM], 86400)
+        await svc.create_delegation(
+            tenant, mia.email, agent, ["deals:read", "crm:read"], [CRM, gateway], 86400
+        )
         console.print(
-            f"{idp} is trusted; {mia.email} delegates deals:read on {CRM} to the agent for a day"
+            f"{idp} is trusted; {mia.email} delegates deals:read on {CRM} (and crm:read through "
+            "ValetKey's gateway) to the agent for a day"
         )
         now = int(time.time())
         assertion = jwt.encode(
@@ -128,7 +214,7 @@ async def _on_behalf_of(
             expand=False,
         )
     )
-    return token
+    return token, assertion
 
 
 async def _intents(
@@ -184,6 +270,7 @@ def demo(
     async def go() -> None:
         suffix = secrets.token_hex(2)
         cid = f"cor_demo_{secrets.token_hex(6)}"
+        crm = _DemoCrm()
         async with identity(cid) as (rt, svc):
             base = (url or rt.settings.issuer).rstrip("/")
             _step("1. A tenant, a human sponsor and a resource")
@@ -194,13 +281,21 @@ def demo(
                 f"tenant [bold]{tenant.name}[/bold] ({tenant.id}), sponsor {sponsor.email}, "
                 f"resource {CRM} with deals:admin ⊃ deals:write ⊃ deals:read"
             )
+            await rt.providers(cid).add(
+                tenant.id, "crm", client_id="valetkey", client_secret=secrets.token_urlsafe(24),
+                options={"authorize_url": f"{crm.base}/authorize",
+                         "token_url": f"{crm.base}/token", "api_base": f"{crm.base}/api"},
+            )  # fmt: skip
+            gateway = f"{rt.settings.issuer}/v1/gateway/crm"
+            console.print(f"the CRM's OAuth app is provider [bold]crm[/bold]; agents reach it "
+                          f"through {gateway}")  # fmt: skip
 
             _step("2. The agent gets its own identity and keys")
             agent, secret = await svc.create_agent(
                 tenant.id,
                 "invoice-bot",
                 sponsor.email,
-                ["deals:read", "deals:write"],
+                ["deals:read", "deals:write", "crm:read"],
                 description="Reads deals to draft invoices",
             )
             assert secret is not None
@@ -244,14 +339,18 @@ def demo(
                 console.print(f"active = {response.json()['active']}")
 
                 _step("6. On behalf of a user: Mia delegates, the agent exchanges her assertion")
-                mia_token = await _on_behalf_of(
-                    rt.delegations(cid), http, tenant.id, agent.id, secret
+                mia_token, assertion = await _on_behalf_of(
+                    rt.delegations(cid), http, tenant.id, agent.id, secret, gateway
                 )
 
                 _step("7. Every tool call declares its intent; ValetKey decides")
                 await _intents(rt, http, tenant.id, agent.id, secret, mia_token, sponsor, cid)
 
-                _step("8. The sponsor suspends the agent: effective at once")
+                _step("8. Through the gateway: the agent reads Mia's CRM record, never its token")
+                await _through_gateway(rt, http, tenant.id, agent.id, secret, assertion, crm,
+                                       cid)  # fmt: skip
+
+                _step("9. The sponsor suspends the agent: effective at once")
                 await svc.suspend_agent(agent.id)
                 response = await http.post("/oauth/token", data=form, auth=(agent.id, secret))
                 _answer(response)
@@ -260,7 +359,7 @@ def demo(
                 )
                 console.print(f"the token it already held: active = {response.json()['active']}")
 
-            _step("9. The audit trail, under the agent's own name")
+            _step("10. The audit trail, under the agent's own name")
             events = await rt.audit_store.search(AuditQuery(tenant_id=tenant.id, limit=200))
             table(
                 f"Audit events of {tenant.name}",
@@ -286,5 +385,6 @@ def demo(
             console.print(
                 f"\nTry: valetkey audit search --tenant {tenant.name} --correlation-id {cid}"
             )
+        crm.close()
 
     run(go)
