@@ -441,6 +441,9 @@ def check_paths(bench: base.Bench, platform: Platform, token: str) -> dict[str, 
 # ----------------------------------------------------------------------------------------
 # CPU: base.CpuMeter plus the platform process
 class Meter(base.CpuMeter):
+    """base.CpuMeter, plus the platform process and the kernel's interrupt work (loopback
+    TCP is processed in softirq context, charged to no process)."""
+
     def __init__(self, server_pid: int, platform_pid: int) -> None:
         super().__init__(server_pid)
         self.platform_pid = platform_pid
@@ -448,16 +451,21 @@ class Meter(base.CpuMeter):
     def snapshot(self) -> dict[str, int]:
         snap = super().snapshot()
         snap["platform"] = base._proc_ticks(self.platform_pid)
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        snap["irq"] = values[5] + values[6]  # irq + softirq
         return snap
 
     def cores(
         self, before: dict[str, int], after: dict[str, int], wrk_ticks: int
     ) -> dict[str, Any]:
         cores: dict[str, Any] = base.CpuMeter.delta(before, after, wrk_ticks)
-        seconds = (after["t"] - before["t"]) / 1e9
-        platform = (after["platform"] - before["platform"]) / base.CLK_TCK / seconds
+        per_second = base.CLK_TCK * (after["t"] - before["t"]) / 1e9
+        platform = (after["platform"] - before["platform"]) / per_second
+        kernel = (after["irq"] - before["irq"]) / per_second
         cores["platform"] = round(platform, 2)
-        cores["other"] = round(max(cores["other"] - platform, 0.0), 2)
+        cores["kernel_irq"] = round(kernel, 2)
+        cores["other"] = round(max(cores["other"] - platform - kernel, 0.0), 2)
         return cores
 
 
@@ -589,8 +597,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for latency in (0, args.latency):
             platform.set_latency(latency)
             slow = fetch(platform.port, API_PATH, platform.access_token)
-            if slow[0] != 200 or slow[2] * 1000 < latency:
-                raise SystemExit(f"check FAILED: the {latency} ms platform answered {slow[:2]}")
+            if slow[0] != 200 or slow[2] * 1000 < latency * 0.9:  # the loop's timers: 1 ms
+                raise SystemExit(
+                    f"check FAILED: the {latency} ms platform answered {slow[0]} after "
+                    f"{slow[2] * 1000:.2f} ms"
+                )
             rows: dict[str, Any] = {"latency_ms": latency}
             for concurrency in (1, high):
                 label = f"{latency}ms-c{concurrency}"
@@ -745,37 +756,41 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"{'platform':<9}{'conc':>5} {'path':<8}{'req/s':>8}{'p50 ms':>8}{'p90 ms':>8}"
         f"{'p99 ms':>8}{'errors':>7}{'+p50 ms':>9}{'+p99 ms':>9}{'ratio':>7}"
-        f"{'gw CPU ms/req':>15}   cores: {'gw':>5}{'plat':>5}{'gen':>5}{'pg':>5}{'other':>6}",
+        f"{'gw CPU/req':>12}  cores: {'gw':>5}{'plat':>5}{'gen':>5}{'irq':>5}{'pg':>5}"
+        f"{'other':>6}",
     ]
     for key, variant in result["variants"].items():
         for concurrency in cfg["concurrencies"]:
             row = variant[f"c{concurrency}"]
             for path in ("direct", "gateway"):
                 p, cpu = row[path], row[path]["cpu"]
+                first = path == "direct"
                 extra = (
-                    f"{row['added_p50_ms']:>+9.2f}{row['added_p99_ms']:>+9.2f}{row['ratio']:>7.3f}"
-                    f"{p['server_cpu_ms_per_req']:>15.3f}"
-                    if path == "gateway"
-                    else f"{'':>9}{'':>9}{'':>7}{'':>15}"
+                    f"{'':>9}{'':>9}{'':>7}{'':>12}"
+                    if first
+                    else f"{row['added_p50_ms']:>+9.2f}{row['added_p99_ms']:>+9.2f}"
+                    f"{row['ratio'] or 0:>7.3f}{p['server_cpu_ms_per_req']:>9.3f} ms"
                 )
                 lines.append(
-                    f"{key if path == 'direct' else '':<9}"
-                    f"{concurrency if path == 'direct' else '':>5} {path:<8}{p['rps']:>8.0f}"
-                    f"{p['p50_ms']:>8.2f}{p['p90_ms']:>8.2f}{p['p99_ms']:>8.2f}"
-                    f"{_errors_of(p):>7}{extra}{'':10}{cpu['server']:>5.2f}{cpu['platform']:>5.2f}"
-                    f"{cpu['load_generator']:>5.2f}{cpu['postgres']:>5.2f}{cpu['other']:>6.2f}"
+                    f"{key if first else '':<9}{concurrency if first else '':>5} {path:<8}"
+                    f"{p['rps']:>8.0f}{p['p50_ms']:>8.2f}{p['p90_ms']:>8.2f}{p['p99_ms']:>8.2f}"
+                    f"{_errors_of(p):>7}{extra}{'':9}{cpu['server']:>5.2f}{cpu['platform']:>5.2f}"
+                    f"{cpu['load_generator']:>5.2f}{cpu['kernel_irq']:>5.2f}{cpu['postgres']:>5.2f}"
+                    f"{cpu['other']:>6.2f}"
                 )
-    lines.append("")
-    lines.append(
+    lines += [
+        "",
         "+p50/+p99: the gateway's percentile minus the direct one (added latency); ratio: "
-        "gateway req/s / direct req/s"
-    )
+        "gateway req/s / direct req/s; gw CPU/req: the gateway's CPU (all its processes) per "
+        "call; cores: gateway, platform, load generator, kernel interrupts (loopback TCP), "
+        "PostgreSQL, anyone else",
+    ]
     verdicts = []
     for concurrency in cfg["concurrencies"]:
         t = targets[f"c{concurrency}"]
         verdicts.append(
             f"c{concurrency}: added p50 {t['added_p50_ms']:.2f} ms "
-            f"{'MET' if t['added_met'] else 'NOT met'}, ratio {t['ratio']:.3f} "
+            f"{'MET' if t['added_met'] else 'NOT met'}, ratio {t['ratio'] or 0:.3f} "
             f"{'MET' if t['ratio_met'] else 'NOT met'}"
         )
     lines.append(
@@ -785,7 +800,7 @@ def report(result: dict[str, Any]) -> str:
     slow = targets["slow_platform"]
     lines.append(
         f"{slow['latency_ms']} ms platform at concurrency {slow['concurrency']}: ratio "
-        f"{slow['ratio']:.3f} ({'near' if slow['near_one'] else 'NOT near'} 1.0, "
+        f"{slow['ratio'] or 0:.3f} ({'near' if slow['near_one'] else 'NOT near'} 1.0, "
         f"i.e. {slow['near_means']})"
     )
     gateway_rows = [
@@ -801,13 +816,36 @@ def report(result: dict[str, Any]) -> str:
     if cfg["workers"] > 1:
         spread = ", ".join(f"{k} c{c} {p['connections_per_worker']}" for k, c, p in gateway_rows)
         lines.append(f"gateway connections per worker: {spread}")
-    every = [p for v in result["variants"].values() for r in v.values() if isinstance(r, dict)
-             for p in (r["direct"], r["gateway"])]  # fmt: skip
+        uneven = [
+            f"{k} c{c}"
+            for k, c, p in gateway_rows
+            if c == high
+            and p["connections_per_worker"]
+            and min(p["connections_per_worker"]) * 2 * cfg["workers"] < high
+        ]
+        if uneven:
+            lines.append(
+                f"WARNING: the kernel gave the workers uneven shares of the connections in "
+                f"{', '.join(uneven)} (one listening socket): those gateway figures understate "
+                "the workers"
+            )
+    every = [
+        row[path]
+        for variant in result["variants"].values()
+        for row in variant.values()
+        if isinstance(row, dict)
+        for path in ("direct", "gateway")
+    ]
     disturbed = max(p["cpu"]["other"] for p in every)
     if disturbed > 0.2:
         lines.append(
             f"WARNING: {disturbed} cores went to other processes (shared machine), the figures "
             "are disturbed: run again when it is quiet (--wait-quiet 120)"
+        )
+    if cfg["profiled"]:
+        lines.append(
+            f"NOTE: py-spy ran during the gateway 0ms c{high} phase: its figures are lower than "
+            "an unprofiled run's"
         )
     for key, variant in result["variants"].items():
         for concurrency in cfg["concurrencies"]:
@@ -821,7 +859,8 @@ def report(result: dict[str, Any]) -> str:
     counts = result["platform_counts"]
     lines.append(
         f"platform: {counts['api_calls']} API calls ({counts['api_via_gateway']} through the "
-        f"gateway, {counts['api_refused']} refused), {counts['refresh_grants']} refresh grant(s)"
+        f"gateway; {counts['api_refused']} refused, 1 of them the check without a token), "
+        f"{counts['refresh_grants']} refresh grant(s)"
     )
     lines.append(
         f"audit ({audit['checked']}): {audit['decision_made']} decision.made and "
@@ -836,7 +875,7 @@ def report(result: dict[str, Any]) -> str:
     )
     lines += base.profile_lines(result, f"gateway (zero-latency platform, concurrency {high})")
     if "profile" in result and result["profile"].get("steps_pct"):
-        lines.append("by gateway step (a step includes what it awaits; GIL samples):")
+        lines.append("by gateway step (a step includes what it awaits):")
         lines += [f"{pct:6.1f}%  {step}" for step, pct in result["profile"]["steps_pct"].items()]
     return "\n".join(lines)
 

@@ -394,3 +394,47 @@ def test_preset_quirks_mapped_actions_and_an_instance_api_base(
     assert through.status_code == 200, through.text
     assert through.json()["owner"] == "org-user"
     assert platform.api_calls[-1].path == "/api/deals/5"
+
+
+def test_fuzzed_gateway_calls_never_error_out(wired: Any) -> None:
+    """With a valid token and a live connection: random paths, methods and intent headers
+    get the platform's answer or a clean refusal, never a 500; a refused path never leaves."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    tenant, platform, agent = wired
+    server = tenant.server
+    token = gateway_token(server, agent, "crm:read crm:write")
+    parts = urlsplit(server.base_url)
+    segment = st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=12)
+
+    @given(
+        method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "HEAD", "TRACE", "OPTIONS"]),
+        path=st.lists(segment, max_size=4).map("/".join),
+        action=st.none() | st.sampled_from(["read", "write", "crm:deals.read", "x y", ""]),
+        resource=st.none() | segment,
+    )
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    def fuzz(method: str, path: str, action: str | None, resource: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        if action is not None:
+            headers["X-ValetKey-Action"] = action
+        if resource is not None:
+            headers["X-ValetKey-Resource"] = resource
+        before = len(platform.api_calls)
+        target = "/v1/gateway/crm/" + "".join(c if c not in " #?" else "%20" for c in path)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        try:
+            connection.request(method, target, headers=headers)
+            answer = connection.getresponse()
+            body = answer.read()
+        finally:
+            connection.close()
+        passed_through = len(platform.api_calls) > before  # then the status is the platform's
+        assert passed_through or answer.status < 500, (method, target, answer.status, body)
+        assert b"server_error" not in body
+        if answer.status in (400, 403):
+            assert not passed_through, (method, target)
+
+    fuzz()
+    assert "unhandled error" not in server.log()

@@ -455,7 +455,7 @@ def _handler(holder: dict[str, Platform]) -> type[BaseHTTPRequestHandler]:
             if reply.status != 204:  # RFC 9110: no Content-Length on a 204
                 self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
-            if reply.body:
+            if reply.body and self.command != "HEAD":
                 self.wfile.write(reply.body)
 
         def _stream_big(self) -> None:
@@ -486,7 +486,7 @@ def _handler(holder: dict[str, Platform]) -> type[BaseHTTPRequestHandler]:
             authorization = headers.get("authorization")
             if parts.path == "/api" or parts.path.startswith("/api/"):
                 reply = platform._api(method, self.path, headers, body)
-                if reply.stream:
+                if reply.stream and method != "HEAD":
                     self._stream_big()
                     return
             elif parts.path == "/authorize" and method == "GET":
@@ -499,7 +499,7 @@ def _handler(holder: dict[str, Platform]) -> type[BaseHTTPRequestHandler]:
                 reply = _error(404, "not_found")
             self._send(reply)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -23,6 +23,7 @@ from valetkey.web import authorize, authzen, connections, errors, oauth_routes, 
 from valetkey.web.correlation import CorrelationMiddleware
 from valetkey.web.errors import json_response
 from valetkey.web.gateway import Gateway
+from valetkey.web.gateway import openapi_paths as gateway_paths
 
 log = logging.getLogger("valetkey")
 PURGE_INTERVAL = 300.0
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             schema["paths"].update(oauth_routes.openapi_paths())
+            schema["paths"].update(gateway_paths())
             app.openapi_schema = schema
         return app.openapi_schema
 

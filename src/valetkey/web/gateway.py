@@ -347,6 +347,11 @@ class Gateway:
         media = next((v.decode("latin-1") for k, v in headers if k == b"content-type"), "")
         textual = media.split(";", 1)[0].strip().lower() in _TEXT_TYPES
         length = upstream.length
+        if scope["method"] == "HEAD":  # no body; the platform's length stands
+            if length is not None:
+                headers.append((b"content-length", str(length).encode()))
+            await _send_whole(send, upstream.status, headers, b"")
+            return
         if sanitizing and textual:
             raw = await upstream.read(proxy.SANITIZE_LIMIT)
             if raw is None:
@@ -396,3 +401,36 @@ async def _send_whole(
 ) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _operation(method: str) -> dict[str, Any]:
+    problem_json = {"application/problem+json": {"schema": {"type": "object"}}}
+    return {
+        "tags": ["gateway"],
+        "summary": f"{method.upper()} a platform API path through the gateway",
+        "operationId": f"gateway_{method}",
+        "description": "Authenticated with the agent's token for `{issuer}/v1/gateway/"
+        "{provider}` (Bearer or DPoP). `X-ValetKey-Action` / `X-ValetKey-Resource` may "
+        "narrow the intent, `X-ValetKey-Approval` presents an approval, `?sanitize=html` "
+        "strips hidden content from text responses.",
+        "parameters": [
+            {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "sanitize", "in": "query", "schema": {"type": "string", "enum": ["html"]}},
+        ],
+        "responses": {
+            "200": {"description": "The platform's answer, streamed back"},
+            **{str(code): {"description": text, "content": problem_json} for code, text in (
+                (400, "Invalid path or intent"), (401, "No valid agent token"),
+                (403, "Denied, insufficient scope, or approval required"),
+                (404, "Unknown provider"), (409, "No usable connection"),
+                (429, "Rate limited"), (502, "Platform unavailable"),
+                (504, "Platform timeout"))},
+        },
+    }  # fmt: skip
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The gateway bypasses FastAPI's routing (see the module docstring): its description."""
+    methods = ("get", "post", "put", "patch", "delete", "head")
+    return {"/v1/gateway/{provider}/{path}": {m: _operation(m) for m in methods}}
