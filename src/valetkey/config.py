@@ -36,6 +36,14 @@ class Settings(BaseSettings):
         ),
         repr=False,
     )
+    kms: str = Field(
+        "",
+        description=(
+            "An external KMS instead of the master key: `module:factory`, a Python callable "
+            "returning a key-encryption key (`key_id`, `wrap`, `unwrap`). Data keys are "
+            "wrapped there; no master key file is created."
+        ),
+    )
     access_token_ttl: int = Field(
         900,
         ge=30,

@@ -40,6 +40,7 @@ from valetkey.storage.database import Database
 from valetkey.storage.delegation_store import SqlDelegationStore
 from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
+from valetkey.storage.instance_secrets import instance_secret
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.notify_store import SqlNotifyStore
 from valetkey.storage.oauth_store import SqlOAuthStore
@@ -48,7 +49,7 @@ from valetkey.storage.provider_store import SqlProviderStore
 from valetkey.storage.sealed import count_sealed, rewrap_all
 from valetkey.storage.session_store import SqlSessionStore
 from valetkey.storage.usage_store import SqlUsageStore
-from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text
+from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text, load_kms
 from valetkey.vault.connections import Connection
 from valetkey.vault.refresh import TokenVault
 from valetkey.vault.service import ConnectFlow, Connections, Providers
@@ -107,8 +108,14 @@ class Runtime:
         )
         if migrate:
             await upgrade(db)
-        master_key = load_master_key(settings)
-        envelope = Envelope(master_key, *older_master_keys(settings))
+        if settings.kms:
+            # The KMS wraps the data keys; what the nodes derive from (sign-in cookies,
+            # DPoP nonces) is a random secret stored sealed by it.
+            envelope = Envelope(load_kms(settings.kms))
+            master_key = LocalKey(await instance_secret(db, envelope, "derivation"))
+        else:
+            master_key = load_master_key(settings)
+            envelope = Envelope(master_key, *older_master_keys(settings))
         clock = SystemClock()
         oauth_store = SqlOAuthStore(db)
         keys = KeyManager(oauth_store, envelope, clock, settings.signing_alg)
@@ -323,6 +330,11 @@ class Runtime:
         re-wrapped in its own transaction, and the key files change only at the end — the
         old key is copied to `master.key.previous` before `master.key.next` atomically
         replaces `master.key`. Run it again after an interruption and it goes on."""
+        if self.settings.kms:
+            raise InvalidInput(
+                "data keys are wrapped by your KMS (VALETKEY_KMS): rotate the key there; "
+                "rotate-master manages DATA_DIR/master.key"
+            )
         if self.settings.master_key:
             raise InvalidInput(
                 "the master key comes from VALETKEY_MASTER_KEY: rotate it in your secret "

@@ -11,6 +11,7 @@ from valetkey.storage.database import Database
 from valetkey.storage.tables import (
     connect_states,
     connections,
+    instance_secrets,
     providers,
     signing_keys,
     webhooks,
@@ -34,6 +35,7 @@ SEALED = (
     ),
     SealedColumn(connections, "id", "tokens", lambda ident: f"connections/{ident}/tokens"),
     SealedColumn(connect_states, "id", "verifier", lambda ident: f"connect_states/{ident}"),
+    SealedColumn(instance_secrets, "name", "secret", lambda name: f"instance_secrets/{name}"),
 )
 
 

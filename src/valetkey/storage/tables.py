@@ -376,3 +376,13 @@ connect_states = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("expires_at", Time, nullable=False),
 )
+
+# Secrets every node shares and derives keys from (sessions, DPoP nonces) when an external
+# KMS replaces the local master key: random, created once, sealed by the KMS.
+instance_secrets = sa.Table(
+    "instance_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),  # envelope-encrypted
+    sa.Column("created_at", Time, nullable=False),
+)

@@ -11,6 +11,7 @@ to another row does not decrypt.
 
 import base64
 import hashlib
+import importlib
 import os
 from typing import Protocol
 
@@ -141,3 +142,23 @@ class Envelope:
             return AESGCM(data_key).decrypt(body[:12], body[12:], aad)
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError("ciphertext does not authenticate") from exc
+
+
+def load_kms(spec: str) -> KeyEncryptionKey:
+    """The key-encryption key of an external KMS, from `module:factory` (VALETKEY_KMS).
+
+    The factory takes no arguments (it reads its own configuration, e.g. a key ARN from the
+    environment) and returns an object with `key_id`, `wrap(data_key, context)` and
+    `unwrap(wrapped, context)`. Only data keys cross to the KMS; records never do. `wrap`
+    and `unwrap` are called on the request path, so a network KMS should cache unwrapped
+    data keys briefly or sit behind a local agent."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError("VALETKEY_KMS is module:factory, e.g. mycompany.kms:valetkey_kek")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    kek = factory()
+    if not all(hasattr(kek, name) for name in ("key_id", "wrap", "unwrap")):
+        raise ValueError(f"{spec} did not return a key-encryption key (key_id, wrap, unwrap)")
+    if not kek.key_id or "." in kek.key_id or len(kek.key_id) > 64:
+        raise ValueError("a KMS key id is 1-64 characters without dots")
+    return kek  # type: ignore[no-any-return]
