@@ -10,7 +10,7 @@ means try later and touch nothing."""
 import base64
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -50,15 +50,12 @@ class PlatformTimeout(PlatformError):
 class PlatformRefused(PlatformError):
     """An OAuth error from the platform (RFC 6749 §5.2)."""
 
-    def __init__(self, error: str, description: str = "") -> None:
+    def __init__(self, error: str, description: str = "", grant_gone: bool = False) -> None:
         super().__init__(
             f"the platform refused: {error}" + (f" ({description})" if description else "")
         )
         self.error = error
-
-    @property
-    def grant_gone(self) -> bool:
-        return self.error == "invalid_grant"
+        self.grant_gone = grant_gone or error == "invalid_grant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +67,7 @@ class Issued:
 
 def basic_auth(client_id: str, secret: str) -> str:
     """RFC 6749 §2.3.1: each part form-urlencoded before base64 (httpx's `auth=` skips that)."""
-    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
+    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
     return "Basic " + base64.b64encode(raw).decode()
 
 
@@ -102,7 +99,8 @@ async def token_request(
     if response.status_code != 200 or not isinstance(data.get("access_token"), str):
         error = data.get("error")
         if isinstance(error, str) and error:
-            raise PlatformRefused(error, str(data.get("error_description") or "")[:200])
+            raise PlatformRefused(error, str(data.get("error_description") or "")[:200],
+                                  error in config.grant_errors)  # fmt: skip
         raise PlatformUnavailable(
             f"the platform's token endpoint answered {response.status_code} without tokens"
         )

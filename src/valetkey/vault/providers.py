@@ -30,7 +30,7 @@ _FIELDS = {
     "preset", "title", "authorize_url", "token_url", "revoke_url", "api_base",
     "api_base_from_token", "placeholders", "scope_delimiter", "default_scopes",
     "token_auth_method", "pkce", "extra_authorize_params", "token_request_headers",
-    "refresh", "actions", "quirks", "sanitize",
+    "refresh", "actions", "quirks", "sanitize", "grant_errors",
 }  # fmt: skip
 
 
@@ -79,6 +79,9 @@ class ProviderConfig:
     actions: tuple[ActionMapping, ...] = ()
     sanitize: bool = False
     preset: str | None = None
+    # The token endpoint's error codes that mean "the grant is gone" (RFC 6749's
+    # invalid_grant; Slack and GitHub have their own names for it).
+    grant_errors: tuple[str, ...] = ("invalid_grant",)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +98,7 @@ class ProviderConfig:
             "actions": [{"method": a.method, "path": a.path, "action": a.action,
                          "resource": a.resource} for a in self.actions],
             "sanitize": self.sanitize,
+            "grant_errors": list(self.grant_errors),
         }  # fmt: skip
 
     def scope_param(self, scopes: tuple[str, ...]) -> str:
@@ -217,7 +221,16 @@ def parse_config(data: Any, *, placeholders: dict[str, str] | None = None) -> Pr
         actions=tuple(_mapping(m) for m in data.get("actions") or ()),
         sanitize=bool(data.get("sanitize", False)),
         preset=data.get("preset"),
+        grant_errors=_grant_errors(data.get("grant_errors")),
     )
+
+
+def _grant_errors(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ("invalid_grant",)
+    if not isinstance(raw, list) or not all(isinstance(e, str) and e for e in raw):
+        raise ProviderError("grant_errors is a list of OAuth error codes")
+    return tuple(dict.fromkeys(["invalid_grant", *raw]))
 
 
 def preset_names() -> list[str]:
