@@ -438,3 +438,40 @@ def test_fuzzed_gateway_calls_never_error_out(wired: Any) -> None:
 
     fuzz()
     assert "unhandled error" not in server.log()
+
+
+def test_provider_options_and_refreshing_idle_connections(
+    tenant: TenantSetup, platform: Platform
+) -> None:
+    server, name = tenant.server, tenant.name
+    platform.quirks.rotating = False
+    shown = server.cli("providers", "add", "crm", "--tenant", name,
+                       "--authorize-url", platform.authorize_url, "--token-url",
+                       platform.token_url, "--api-base", platform.api_base,
+                       "--client-id", platform.client_id, "--client-secret-stdin",
+                       "--token-auth-method", "client_secret_post", "--no-pkce",
+                       "--extra-param", "audience=crm", "--static-refresh",
+                       "--refresh-before", "1m", "--refresh-every", "2s",
+                       "--action", "GET /deals/{id} crm:deals.read crm:deals/{id}",
+                       input=SECRET + "\n")  # fmt: skip
+    del shown
+    config = server.cli("providers", "show", "crm", "--tenant", name)
+    assert config["token_auth_method"] == "client_secret_post" and config["pkce"] is False
+    assert config["extra_authorize_params"] == {"audience": "crm"}
+    assert config["refresh"] == {"rotating": False, "before_expiry": 60,
+                                 "at_least_every_hours": 2 / 3600}  # fmt: skip
+    assert config["actions"][0]["action"] == "crm:deals.read"
+    agent = gateway_agent(tenant)
+    connection = import_for(server, name, platform, "--agent", agent["id"])
+    server.cli("connections", "refresh", connection["id"])
+    assert platform.refresh_grants == 1
+    assert server.cli("connections", "refresh", "--due")["refreshed"] == 0
+    time.sleep(2.2)
+    assert server.cli("connections", "refresh", "--due")["refreshed"] == 1
+    assert platform.refresh_grants == 2
+    token = gateway_token(server, agent)
+    assert call(server, token, "/deals/7").status_code == 200
+    assert platform.refresh_grants == 2  # the idle refresh left a fresh token
+    (decision,) = audit_events(server, "--tenant", name, "--type", "decision.made")
+    assert decision["data"]["intent"] == {"action": "crm:deals.read", "resource": "crm:deals/7",
+                                          "context": {"channel": "gateway"}}  # fmt: skip

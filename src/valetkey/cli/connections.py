@@ -2,6 +2,7 @@
 
 import sys
 
+import httpx
 import typer
 
 from valetkey.cli.common import (
@@ -16,6 +17,8 @@ from valetkey.cli.common import (
     table,
 )
 from valetkey.ids import new_id
+from valetkey.vault.platform import PlatformError, token_timeout
+from valetkey.vault.refresh import ConnectionUnusable
 
 app = typer.Typer(help="Platform tokens held by the vault (never shown).", no_args_is_help=True)
 
@@ -98,5 +101,49 @@ def revoke(connection_id: str, json: bool = JsonOpt) -> None:
             print_json(data)
         else:
             console.print(f"Connection {connection_id} revoked (platform answered {status}).")
+
+    run(go)
+
+
+@app.command("refresh")
+def refresh(
+    connection_id: str = typer.Argument(None, help="The connection to refresh now."),
+    due: bool = typer.Option(
+        False, "--due", help="Refresh every connection due an idle refresh (as the server does)."
+    ),
+    json: bool = JsonOpt,
+) -> None:
+    """Refresh a connection's platform token now (single-flight with the gateway), or with
+    --due the connections of platforms that revoke idle grants."""
+    if (connection_id is None) == (not due):
+        fail("give a connection id or --due")
+
+    async def go() -> None:
+        cid = new_id("cor")
+        async with runtime() as rt, httpx.AsyncClient(
+            follow_redirects=False, timeout=token_timeout(rt.settings.gateway_timeout)
+        ) as http:  # fmt: skip
+            vault = rt.token_vault(http)
+            if due:
+                data: dict[str, object] = {
+                    "refreshed": await vault.refresh_idle(rt.connection_store, cid)
+                }
+            else:
+                svc = rt.connections(cid)
+                await svc.get(connection_id)
+                try:
+                    await vault.refresh_now(connection_id, cid)
+                except ConnectionUnusable as exc:
+                    fail(str(exc))
+                except PlatformError as exc:
+                    fail(f"the platform did not refresh it: {exc}")
+                found = await svc.get(connection_id)
+                data = found.view(await svc.owner_label(found))
+        if json:
+            print_json(data)
+        elif due:
+            console.print(f"{data['refreshed']} connection(s) refreshed.")
+        else:
+            fields(f"Connection {connection_id} refreshed", data)
 
     run(go)

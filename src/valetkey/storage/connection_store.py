@@ -108,6 +108,17 @@ class SqlConnectionStore:
         rows = await self._rows(_BY_OWNER, tenant_id, provider_id, owner_kind, owner_id)
         return self._connection(rows[0]) if rows else None
 
+    async def due(self, now: float, limit: int) -> list[tuple[str, str, str]]:
+        c = connections.c
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(c.id, c.tenant_id, c.provider_id)
+                .where(c.status == "active", c.refresh_after.is_not(None), c.refresh_after < now)
+                .order_by(c.refresh_after)
+                .limit(limit)
+            )
+            return [(r.id, r.tenant_id, r.provider_id) for r in rows]
+
     async def take_lease(
         self, connection_id: str, version: int, holder: str, now: float, until: float
     ) -> bool:

@@ -59,7 +59,7 @@ class ActionMapping:
 class RefreshPolicy:
     rotating: bool = False  # every refresh returns a new refresh token to persist
     before_expiry: int = 300  # refresh this many seconds before the access token expires
-    at_least_every_hours: int | None = None  # refresh idle connections to avoid revocation
+    at_least_every_hours: float | None = None  # refresh idle connections against revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +216,21 @@ def parse_config(data: Any, *, placeholders: dict[str, str] | None = None) -> Pr
         refresh=RefreshPolicy(
             bool(refresh.get("rotating", False)),
             int(refresh.get("before_expiry", 300)),
-            refresh.get("at_least_every_hours"),
+            _hours(refresh.get("at_least_every_hours")),
         ),
         actions=tuple(_mapping(m) for m in data.get("actions") or ()),
         sanitize=bool(data.get("sanitize", False)),
         preset=data.get("preset"),
         grant_errors=_grant_errors(data.get("grant_errors")),
     )
+
+
+def _hours(raw: Any) -> float | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int | float) or isinstance(raw, bool) or raw <= 0:
+        raise ProviderError("refresh.at_least_every_hours is a positive number of hours")
+    return float(raw)
 
 
 def _grant_errors(raw: Any) -> tuple[str, ...]:

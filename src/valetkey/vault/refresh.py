@@ -24,6 +24,7 @@ import httpx
 
 from valetkey.audit.events import AuditEvent
 from valetkey.clock import Clock
+from valetkey.errors import NotFound
 from valetkey.ids import new_id
 from valetkey.notify.outbox import Delivery
 from valetkey.vault import platform
@@ -79,6 +80,12 @@ class RefreshStore(Protocol):
         events: Sequence[AuditEvent],
         deliveries: Sequence[Delivery],
     ) -> bool: ...
+
+
+class DueSource(Protocol):
+    async def due(self, now: float, limit: int) -> list[tuple[str, str, str]]:
+        """(connection id, tenant id, provider id) of active connections due a refresh."""
+        ...
 
 
 class ProviderSource(Protocol):
@@ -250,6 +257,31 @@ class TokenVault:
                 raise _unusable(fresh.connection)
             return fresh.tokens, fresh.connection.version
         return issued.tokens, connection.version + 1
+
+    async def refresh_now(self, connection_id: str, cid: str = "") -> int:
+        """Refresh whatever the token's state (an admin testing a connection); the new
+        version. Single-flight like any refresh."""
+        slot = await self._store.slot(connection_id)
+        _, version = await self.access(
+            connection_id, stale_version=slot.connection.version, cid=cid
+        )
+        return version
+
+    async def refresh_idle(self, due: DueSource, cid: str, limit: int = 200) -> int:
+        """Refresh the connections of providers that revoke idle grants (`refresh.
+        at_least_every_hours`) once they are due, used or not. The server runs it every
+        few minutes; `valetkey connections refresh --due` runs it once."""
+        done = 0
+        for connection_id, tenant_id, provider_id in await due.due(self._clock.now(), limit):
+            try:
+                provider = await self._providers.by_id(tenant_id, provider_id)
+                if not provider.config.refresh.at_least_every_hours:
+                    continue
+                await self.access(connection_id, cid=cid)
+                done += 1
+            except (ConnectionUnusable, platform.PlatformError, NotFound) as exc:
+                log.info("idle refresh of %s skipped: %s", connection_id, exc)
+        return done
 
     def _event(
         self, type: str, connection: Connection, cid: str, reason: str | None, **data: object

@@ -81,8 +81,11 @@ class Providers:
         if not client_id or not client_secret.strip():
             raise InvalidInput("a provider needs its client id and client secret")
         try:
-            data = {**(load_preset(preset) if preset else {}),
-                    **{k: v for k, v in (options or {}).items() if v is not None}}  # fmt: skip
+            base = load_preset(preset) if preset else {}
+            given = {k: v for k, v in (options or {}).items() if v is not None}
+            data = {**base, **given}
+            if isinstance(base.get("refresh"), dict) and isinstance(given.get("refresh"), dict):
+                data["refresh"] = {**base["refresh"], **given["refresh"]}
             config = parse_config(data, placeholders=placeholders)
         except ProviderError as exc:
             raise InvalidInput(str(exc)) from exc

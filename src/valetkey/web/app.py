@@ -19,8 +19,9 @@ from valetkey.gateway import proxy
 from valetkey.gateway.calls import ProviderDirectory
 from valetkey.runtime import Runtime
 from valetkey.vault.platform import token_timeout
+from valetkey.vault.refresh import TokenVault
 from valetkey.web import authorize, authzen, connections, errors, oauth_routes, v1
-from valetkey.web.correlation import CorrelationMiddleware
+from valetkey.web.correlation import CorrelationMiddleware, new_correlation_id
 from valetkey.web.errors import json_response
 from valetkey.web.gateway import Gateway
 from valetkey.web.gateway import openapi_paths as gateway_paths
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.gateway_connections = runtime.connection_store.with_hot_path(hot)
         app.state.gateway = Gateway(app.state)
-        purger = asyncio.create_task(_purge_expired(runtime))
+        purger = asyncio.create_task(_purge_expired(runtime, app.state.vault))
         dispatcher = runtime.dispatcher()
         notifying = asyncio.create_task(dispatcher.run())
         try:
@@ -127,9 +128,10 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _purge_expired(runtime: Runtime) -> None:
+async def _purge_expired(runtime: Runtime, vault: TokenVault) -> None:
     """Drop used assertion ids, revocations and usage counters once what they guard has
-    expired, and mark expired approvals as such (with their audit events)."""
+    expired, mark expired approvals as such (with their audit events), and refresh the
+    connections of platforms that revoke idle grants."""
     while True:
         await asyncio.sleep(PURGE_INTERVAL)
         try:
@@ -137,6 +139,7 @@ async def _purge_expired(runtime: Runtime) -> None:
             await runtime.oauth_store.purge_expired(now)
             await runtime.usage_store.purge(now)
             await runtime.approvals().expire_overdue()
+            await vault.refresh_idle(runtime.connection_store, new_correlation_id())
         except Exception:  # the next round tries again; never take the server down for this
             log.exception("purging expired records failed")
 
