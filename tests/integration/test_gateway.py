@@ -4,7 +4,9 @@
 tokens intact, `invalid_grant` marks the connection `needs_reauth`, and no path, tenant or
 user can reach a connection that is not the caller's."""
 
+import base64
 import concurrent.futures
+import hashlib
 import http.client
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 
 from tests.conftest import TenantSetup
 from tests.integration.helpers import audit_events, make_tenant
+from tests.support.dpop import DPoPClient, ProofKey
 from tests.support.idp import FakeIdP, running_idp
 from tests.support.mailbox import Mailbox
 from tests.support.platform import (
@@ -475,3 +478,36 @@ def test_provider_options_and_refreshing_idle_connections(
     (decision,) = audit_events(server, "--tenant", name, "--type", "decision.made")
     assert decision["data"]["intent"] == {"action": "crm:deals.read", "resource": "crm:deals/7",
                                           "context": {"channel": "gateway"}}  # fmt: skip
+
+
+def test_a_dpop_bound_agent_calls_with_its_proof(wired: Any) -> None:
+    """The gateway authenticates DPoP like every `/v1` endpoint: the proof's `htm`/`htu`
+    name this very call (its path, without the query), `ath` the token; the platform
+    never sees the proof."""
+    tenant, platform, agent = wired
+    server = tenant.server
+    client = DPoPClient(server)
+    issued = client.post({"grant_type": "client_credentials", "scope": "crm:read",
+                          "resource": f"{server.issuer}/v1/gateway/crm"},
+                         (agent["client_id"], agent["client_secret"]))  # fmt: skip
+    assert issued.status_code == 200, issued.text
+    token = issued.json()["access_token"]
+    ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    htu = f"{server.issuer}/v1/gateway/crm/deals/3"
+
+    def get(scheme: str, proof: str | None) -> httpx.Response:
+        headers = {"Authorization": f"{scheme} {token}"}
+        if proof is not None:
+            headers["DPoP"] = proof
+        return call(server, token, "/deals/3?x=1", headers=headers)
+
+    good = get("DPoP", client.key.proof(htu, htm="GET", claims={"ath": ath}))
+    assert good.status_code == 200, good.text
+    assert "dpop" not in platform.api_calls[-1].headers
+    before = len(platform.api_calls)
+    assert get("Bearer", None).status_code == 401
+    elsewhere = client.key.proof(htu + "/other", htm="GET", claims={"ath": ath})
+    assert get("DPoP", elsewhere).status_code == 401
+    assert get("DPoP", client.key.proof(htu, claims={"ath": ath})).status_code == 401  # POST
+    assert get("DPoP", ProofKey().proof(htu, htm="GET", claims={"ath": ath})).status_code == 401
+    assert len(platform.api_calls) == before
