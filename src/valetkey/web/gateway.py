@@ -184,8 +184,10 @@ class Gateway:
                 lambda a: self._authorizer.action_class(caller, a),
             )
         except ProviderError as exc:
+            await self._refused(caller, cid, name, method, rest, "invalid_path", str(exc))
             raise _refuse(400, "invalid_path", "Invalid path", str(exc)) from exc
         except NarrowingError as exc:
+            await self._refused(caller, cid, name, method, rest, "invalid_intent", str(exc))
             raise _refuse(400, "invalid_intent", "Invalid intent", str(exc)) from exc
         needed = f"{name}:{klass}"
         if needed not in str(claims.get("scope", "")).split():
@@ -218,6 +220,19 @@ class Gateway:
             decision,
             sanitize_wanted,
         )
+
+    async def _refused(self, caller: Caller, cid: str, name: str, method: str, rest: str,
+                       code: str, message: str) -> None:  # fmt: skip
+        """A call refused before any decision (a path that would leave the API base, an
+        intent header that would widen): on the record under the agent's name, since that
+        is what an agent talked into probing looks like."""
+        await self._audit.record(AuditEvent(
+            "gateway.called", caller.tenant.id, self._clock.now(), cid, outcome="failure",
+            reason=f"{code}: {message}", agent_id=caller.agent.id,
+            user_id=caller.user.id if caller.user else None, jti=caller.jti,
+            data={"provider": name, "method": method, "path": ("/" + rest)[:512],
+                  "status": None, "refused": code},
+        ))  # fmt: skip
 
     async def _connection(self, caller: Caller, provider: Provider) -> Connection:
         kind, owner = owner_of(caller)
