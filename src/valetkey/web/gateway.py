@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from valetkey.audit.events import AuditEvent
 from valetkey.gateway import proxy
@@ -125,13 +125,23 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cid = correlation_id(scope)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self._call(scope, receive, send, cid)
+            await self._call(scope, receive, tracked, cid)
         except Refusal as refusal:
             await refusal.response(scope, receive, send)
         except v1.Unauthorized as exc:
             await v1.unauthorized(exc)(scope, receive, send)
-        except Exception:  # the one place an unexpected error becomes a 500
+        except Exception:
+            if started:  # the platform or the agent went away mid-stream: nothing to add
+                log.warning("gateway call %s ended mid-response", cid, exc_info=True)
+                return
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             await problem(500, "server_error", "Internal error")(scope, receive, send)
 
