@@ -93,7 +93,7 @@ DEAL = json.dumps(
 # Layers of the gateway path, matched on each sample's innermost frames first.
 LAYERS = [
     ("token verification (joserfc)", ("joserfc/",)),
-    ("vault: envelope decryption (valetkey.vault, AES-GCM)", ("valetkey/vault/",)),
+    ("vault (valetkey.vault: TokenVault, envelope decryption)", ("valetkey/vault/",)),
     ("forwarding client (aiohttp, yarl, multidict)", ("aiohttp/", "yarl/", "multidict/")),
     ("Cedar (cedarpy)", ("cedarpy/",)),
     ("SQLite driver (sqlite3)", ("sqlite3/", "aiosqlite/")),
@@ -110,19 +110,24 @@ LAYERS = [
 ]
 
 # The steps of one gateway call (web/gateway.py, in order), matched on each sample's
-# outermost frame that names one: a step's share includes everything it awaits.
+# outermost frame that names one: a step's share includes everything it awaits, but not
+# the audit commits (the audit writer's own task: "outside the call's coroutine").
 STEPS = [
     ("token check (v1.token_from: claims cache, expiry, revocation)", "token_from", "web/v1.py"),
     ("caller (Authorizer.caller)", "caller", "policy/authorizer.py"),
     ("provider lookup (ProviderDirectory.find, cached)", "find", "gateway/calls.py"),
     ("intent (provider path mapping, narrowing)", "intent", "vault/providers.py"),
-    ("decision (limits, counters, Cedar, decision.made audit)", "decide", "policy/authorizer.py"),
+    (
+        "decision (limits, counters, Cedar, queueing decision.made)",
+        "decide",
+        "policy/authorizer.py",
+    ),
     ("connection lookup (find_for)", "_connection", "web/gateway.py"),
     ("vault (TokenVault.access: row read + decrypt)", "access", "vault/refresh.py"),
     ("outbound headers", "outbound_headers", "gateway/proxy.py"),
     ("forward (Forwarder.send: aiohttp request, response head)", "send", "gateway/proxy.py"),
     ("response to the agent (_respond: headers, body read, send)", "_respond", "web/gateway.py"),
-    ("gateway.called audit (record)", "record", "audit/writer.py"),
+    ("gateway.called audit (queueing it)", "record", "audit/writer.py"),
 ]
 
 
@@ -742,6 +747,23 @@ def summarize_steps(directory: str) -> list[tuple[str, float]]:
     return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda x: -x[1])
 
 
+def top_functions(directory: str, count: int = 15) -> list[tuple[str, float]]:
+    """The functions the samples were in (innermost frame, line numbers dropped), by share."""
+    counts: dict[str, int] = {}
+    total = 0
+    for path in sorted(Path(directory).glob("worker-*.txt")):
+        for line in path.read_text().splitlines():
+            stack, _, number = line.rpartition(" ")
+            if not stack or not number.isdigit():
+                continue
+            name, _, where = stack.rsplit(";", 1)[-1].partition(" (")
+            key = f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+            counts[key] = counts.get(key, 0) + int(number)
+            total += int(number)
+    ranked = sorted(counts.items(), key=lambda x: -x[1])[:count]
+    return [(k, 100 * v / total) for k, v in ranked] if total else []
+
+
 # ----------------------------------------------------------------------------------------
 # report
 def report(result: dict[str, Any]) -> str:
@@ -875,8 +897,15 @@ def report(result: dict[str, Any]) -> str:
     )
     lines += base.profile_lines(result, f"gateway (zero-latency platform, concurrency {high})")
     if "profile" in result and result["profile"].get("steps_pct"):
-        lines.append("by gateway step (a step includes what it awaits):")
+        lines.append(
+            "by gateway step (a step includes what it awaits; the audit commits run in the "
+            "writer's task, outside the call's coroutine):"
+        )
         lines += [f"{pct:6.1f}%  {step}" for step, pct in result["profile"]["steps_pct"].items()]
+        lines.append("top functions (where the samples were: innermost frame):")
+        lines += [
+            f"{pct:6.1f}%  {name}" for name, pct in result["profile"]["top_functions_pct"].items()
+        ]
     return "\n".join(lines)
 
 
@@ -911,6 +940,7 @@ def main(argv: list[str] | None = None) -> int:
             "dir": args.profile,
             "layers_pct": {k: round(v, 1) for k, v in layers},
             "steps_pct": {k: round(v, 1) for k, v in summarize_steps(args.profile)},
+            "top_functions_pct": {k: round(v, 1) for k, v in top_functions(args.profile)},
         }
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
