@@ -169,22 +169,24 @@ class DecisionPoint:
         approved: bool,
     ) -> Decision:
         compiled = await self.policies(caller.tenant)
-        context: dict[str, Any] = {
-            "class": klass, "approved": approved, "count": intent.count or 0,
-            "cost": intent.cost or 0, "on_behalf": caller.user is not None,
-            "counters": {c: counters.get(c, 0) for c in CLASSES}, "spent_today": spent_today,
-            "request": str(intent.context.get("user_request") or intent.context.get("request")
-                           or "")[:2000],
-            "channel": str(intent.context.get("channel") or "")[:200],
-            "environment": str(intent.context.get("environment") or "")[:200],
-        }  # fmt: skip
-        entities = self._entities(caller, intent)
-        if caller.user is not None:
-            context["user"] = {"__entity": {"type": "User", "id": caller.user.id}}
-        outcome = compiled.evaluate(
-            ("Agent", caller.agent.id), intent.action, ("Resource", intent.resource),
-            context, entities,
-        )  # fmt: skip
+        outcome = compiled.by_class(klass, approved)
+        if outcome is None:
+            context: dict[str, Any] = {
+                "class": klass, "approved": approved, "count": intent.count or 0,
+                "cost": intent.cost or 0, "on_behalf": caller.user is not None,
+                "counters": {c: counters.get(c, 0) for c in CLASSES},
+                "spent_today": spent_today,
+                "request": str(intent.context.get("user_request")
+                               or intent.context.get("request") or "")[:2000],
+                "channel": str(intent.context.get("channel") or "")[:200],
+                "environment": str(intent.context.get("environment") or "")[:200],
+            }  # fmt: skip
+            if caller.user is not None:
+                context["user"] = {"__entity": {"type": "User", "id": caller.user.id}}
+            outcome = compiled.evaluate(
+                ("Agent", caller.agent.id), intent.action, ("Resource", intent.resource),
+                context, self._entities(caller, intent),
+            )  # fmt: skip
         decision = Decision(
             outcome.decision, klass, policies=list(outcome.policies),
             policy_version=compiled.version,

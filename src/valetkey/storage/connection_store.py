@@ -103,10 +103,15 @@ class SqlConnectionStore:
 
     async def find_for(
         self, tenant_id: str, provider_id: str, owner_kind: str, owner_id: str
-    ) -> Connection | None:
-        """The owner's live (active or needs_reauth) connection to the provider."""
+    ) -> Slot | None:
+        """The owner's live (active or needs_reauth) connection to the provider, with its
+        tokens: the gateway's one read of the vault on a call with a fresh token."""
         rows = await self._rows(_BY_OWNER, tenant_id, provider_id, owner_kind, owner_id)
-        return self._connection(rows[0]) if rows else None
+        if not rows:
+            return None
+        row = rows[0]
+        return Slot(self._connection(row), self._open(row.id, row.tokens), row.refresh_after,
+                    row.lease_until)  # fmt: skip
 
     async def due(self, now: float, limit: int) -> list[tuple[str, str, str]]:
         c = connections.c

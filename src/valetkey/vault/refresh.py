@@ -148,11 +148,13 @@ class TokenVault:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def access(
-        self, connection_id: str, *, stale_version: int | None = None, cid: str = ""
-    ) -> tuple[PlatformTokens, int]:
+        self, connection_id: str, *, stale_version: int | None = None, cid: str = "",
+        read: Slot | None = None,
+    ) -> tuple[PlatformTokens, int]:  # fmt: skip
         """A usable access token and the row version it belongs to. `stale_version`: the
-        platform refused that version's token (a 401) — refresh unless someone has."""
-        slot = await self._store.slot(connection_id)
+        platform refused that version's token (a 401) — refresh unless someone has.
+        `read`: the row as the caller just read it (saves a read when it is fresh)."""
+        slot = read if read is not None else await self._store.slot(connection_id)
         if _usable(slot, self._clock.now(), stale_version):
             assert slot.tokens is not None
             return slot.tokens, slot.connection.version

@@ -25,10 +25,9 @@ from valetkey.gateway.sanitize import sanitize
 from valetkey.policy.authorizer import Authorizer, CallerError
 from valetkey.policy.decision import Caller, Decision
 from valetkey.policy.intent import Intent
-from valetkey.vault.connections import Connection
 from valetkey.vault.platform import PlatformError
 from valetkey.vault.providers import Provider, ProviderError, valid_name
-from valetkey.vault.refresh import ConnectionUnusable
+from valetkey.vault.refresh import ConnectionUnusable, Slot
 from valetkey.vault.service import gateway_audience
 from valetkey.web import v1
 from valetkey.web.correlation import correlation_id
@@ -208,13 +207,13 @@ class Gateway:
                 f"a {method} through this gateway needs the scope {needed!r}",
             )
         body = await _read_body(receive, header(b"content-length"))
+        slot = await self._connection(caller, provider)  # none: no decision to spend
         intent = Intent(action, resource, context={"channel": "gateway"})
         decision = await self._authorizer.decide(
             caller, ctx, intent, header(b"x-valetkey-approval"), cid
         )
         if decision.decision != "allow":
             raise _denied(decision)
-        connection = await self._connection(caller, provider)
         await self._forward(
             scope,
             receive,
@@ -222,7 +221,7 @@ class Gateway:
             cid,
             caller,
             provider,
-            connection,
+            slot,
             method,
             "/" + rest,
             query,
@@ -244,9 +243,9 @@ class Gateway:
                   "status": None, "refused": code},
         ))  # fmt: skip
 
-    async def _connection(self, caller: Caller, provider: Provider) -> Connection:
+    async def _connection(self, caller: Caller, provider: Provider) -> Slot:
         kind, owner = owner_of(caller)
-        found: Connection | None = await self._connections.find_for(
+        found: Slot | None = await self._connections.find_for(
             caller.tenant.id, provider.id, kind, owner
         )
         whose = "the user" if kind == "user" else "the agent"
@@ -268,7 +267,7 @@ class Gateway:
         cid: str,
         caller: Caller,
         provider: Provider,
-        connection: Connection,
+        slot: Slot,
         method: str,
         path: str,
         query: str,
@@ -279,6 +278,7 @@ class Gateway:
         started = time.perf_counter()
         stale: int | None = None
         sanitizing = sanitize_wanted or provider.config.sanitize
+        connection = slot.connection
         upstream: proxy.Upstream | None = None
         status: int | None = None
         error: str | None = None
@@ -287,8 +287,9 @@ class Gateway:
             for _attempt in range(2):  # a second time only after a 401 and a refresh
                 try:
                     tokens, version = await self._vault.access(
-                        connection.id, stale_version=stale, cid=cid
-                    )
+                        connection.id, stale_version=stale, cid=cid,
+                        read=slot if stale is None else None,
+                    )  # fmt: skip
                 except ConnectionUnusable as exc:
                     raise _refuse(409, exc.code, "Connection unusable", str(exc)) from exc
                 except PlatformError as exc:
