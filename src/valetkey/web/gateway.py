@@ -279,6 +279,21 @@ class Gateway:
         stale: int | None = None
         sanitizing = sanitize_wanted or provider.config.sanitize
         connection = slot.connection
+        recorded = False
+
+        def event(status: int | None, error: str | None) -> AuditEvent:
+            """`gateway.called`: the platform's status and its time to answer."""
+            return AuditEvent(
+                "gateway.called", caller.tenant.id, self._clock.now(), cid,
+                outcome="success" if status is not None and status < 400 else "failure",
+                reason=error, agent_id=caller.agent.id,
+                user_id=caller.user.id if caller.user else None, jti=caller.jti,
+                data={"provider": provider.name, "connection_id": connection.id,
+                      "method": method, "path": path, "decision_id": decision.id,
+                      "status": status, "sanitized": sanitizing,
+                      "latency_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )  # fmt: skip
+
         upstream: proxy.Upstream | None = None
         status: int | None = None
         error: str | None = None
@@ -318,6 +333,8 @@ class Gateway:
                 stale = version
             assert upstream is not None
             status = upstream.status
+            recorded = True  # durable before the answer goes out, like the decision
+            await self._audit.record(event(status, None))
             await self._respond(scope, send, upstream, provider, path, api_base, sanitizing)
         except proxy.UpstreamError as exc:
             error = exc.code
@@ -328,30 +345,8 @@ class Gateway:
         finally:
             if upstream is not None:
                 upstream.close()
-            latency = round((time.perf_counter() - started) * 1000, 2)
-            await self._audit.record(
-                AuditEvent(
-                    "gateway.called",
-                    caller.tenant.id,
-                    self._clock.now(),
-                    cid,
-                    outcome="success" if status is not None and status < 400 else "failure",
-                    reason=error,
-                    agent_id=caller.agent.id,
-                    user_id=caller.user.id if caller.user else None,
-                    jti=caller.jti,
-                    data={
-                        "provider": provider.name,
-                        "connection_id": connection.id,
-                        "method": method,
-                        "path": path,
-                        "decision_id": decision.id,
-                        "status": status,
-                        "latency_ms": latency,
-                        "sanitized": sanitizing,
-                    },
-                )
-            )
+            if not recorded:  # a refusal: on the record before the refusal is sent
+                await self._audit.record(event(status, error))
 
     async def _respond(
         self,
