@@ -201,7 +201,8 @@ def test_metadata_issuer_and_endpoints(server: Any) -> None:
     assert meta["revocation_endpoint"] == server.issuer + "/oauth/revoke"
     assert "client_credentials" in meta["grant_types_supported"]
     assert not {"password", "implicit"} & set(meta["grant_types_supported"])
-    assert set(meta["token_endpoint_auth_methods_supported"]) == set(METHODS)
+    # "none": public clients registered at /oauth/register (code + PKCE only)
+    assert set(meta["token_endpoint_auth_methods_supported"]) == {*METHODS, "none"}
     algs = set(meta["token_endpoint_auth_signing_alg_values_supported"])
     assert "none" not in algs
     assert not {a for a in algs if a.startswith("HS")}

@@ -203,6 +203,30 @@ def rotate_secret(
     run(go)
 
 
+@app.command("approve")
+def approve(
+    agent: str = AgentArg,
+    sponsor: str = typer.Option(..., "--sponsor", help="The accountable human's email."),
+    scope: list[str] = typer.Option(
+        None, "--scope", "-s", help="Grant only these scopes (default: what it asked for)."
+    ),
+    tenant: str = OptionalTenantOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Approve a pending (self-registered) agent: it goes live with a sponsor."""
+
+    async def go() -> None:
+        async with identity() as (_, svc):
+            updated = await svc.approve_agent(agent, tenant, sponsor, scope or None)
+            data = await _view(svc, updated)
+        if json:
+            print_json(data)
+        else:
+            console.print(f"Agent {updated.name} ({updated.id}) is now active.")
+
+    run(go)
+
+
 @app.command("set-sponsor")
 def set_sponsor(
     agent: str = AgentArg,

@@ -72,6 +72,19 @@ def set_(
         help="A class of request users may approve for themselves (replaces the list; "
         "default write; 'none' for none); repeatable.",
     ),
+    default_tenant: bool = typer.Option(
+        None, "--default-tenant", help="Self-registered clients (RFC 7591, MCP) join this tenant."
+    ),
+    auto_approve_clients: bool = typer.Option(
+        None,
+        "--auto-approve-clients/--no-auto-approve-clients",
+        help="Activate self-registered clients at once (within --registration-scope).",
+    ),
+    registration_scope: list[str] = typer.Option(
+        None,
+        "--registration-scope",
+        help="The scope ceiling of auto-approved registrations (replaces the list); repeatable.",
+    ),
     json: bool = JsonOpt,
 ) -> None:
     """Change a tenant's admin controls."""
@@ -89,6 +102,9 @@ def set_(
                 block_scopes=block_scope or (),
                 unblock_scopes=unblock_scope or (),
                 self_approval_classes=self_approval or None,
+                default_tenant=default_tenant,
+                auto_approve_clients=auto_approve_clients,
+                registration_scopes=registration_scope,
             )
         if json:
             print_json(views.tenant(updated, full=True))

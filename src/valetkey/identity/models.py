@@ -24,6 +24,11 @@ class TenantSettings:
     blocked_scopes: tuple[str, ...] = ()  # refused everywhere, at once
     # Classes of request the user an agent acts for may approve themselves.
     self_approval_classes: tuple[str, ...] = ("write",)
+    # Clients that register themselves (RFC 7591, client ID metadata documents) join the
+    # default tenant as `pending` agents, unless it auto-approves them within a scope ceiling.
+    default_tenant: bool = False
+    auto_approve_clients: bool = False
+    registration_scopes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +38,9 @@ class TenantSettings:
             "admin_only_scopes": list(self.admin_only_scopes),
             "blocked_scopes": list(self.blocked_scopes),
             "self_approval_classes": list(self.self_approval_classes),
+            "default_tenant": self.default_tenant,
+            "auto_approve_clients": self.auto_approve_clients,
+            "registration_scopes": list(self.registration_scopes),
         }
 
     @classmethod
@@ -45,6 +53,9 @@ class TenantSettings:
             admin_only_scopes=tuple(data.get("admin_only_scopes", ())),
             blocked_scopes=tuple(data.get("blocked_scopes", ())),
             self_approval_classes=tuple(data.get("self_approval_classes", ("write",))),
+            default_tenant=bool(data.get("default_tenant", False)),
+            auto_approve_clients=bool(data.get("auto_approve_clients", False)),
+            registration_scopes=tuple(data.get("registration_scopes", ())),
         )
 
     def blocked(self, scopes: Iterable[str]) -> list[str]:
@@ -129,6 +140,7 @@ class Client:
     created_at: float = 0.0
     updated_at: float = 0.0
     redirect_uris: tuple[str, ...] = ()
+    public: bool = False  # no credential of its own (RFC 7591 "none"): code + PKCE only
 
     @property
     def is_agent(self) -> bool:

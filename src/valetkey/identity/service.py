@@ -29,6 +29,12 @@ from valetkey.identity.models import (
 )
 from valetkey.identity.passwords import hash_password, password_matches
 from valetkey.identity.ports import IdentityStore
+from valetkey.identity.registration import (
+    ClientMetadata,
+    RegistrationError,
+    agent_name,
+    granted_scopes,
+)
 from valetkey.identity.scopes import check_acyclic, conventional_implications, valid_scope
 from valetkey.identity.secrets import digest_secret, generate_secret
 from valetkey.ids import new_id
@@ -109,9 +115,25 @@ class IdentityService:
         block_scopes: Sequence[str] = (),
         unblock_scopes: Sequence[str] = (),
         self_approval_classes: Sequence[str] | None = None,
+        default_tenant: bool | None = None,
+        auto_approve_clients: bool | None = None,
+        registration_scopes: Sequence[str] | None = None,
     ) -> Tenant:
         tenant = await self.tenant(ref)
         settings = tenant.settings
+        if default_tenant:  # one default: the others stop being it
+            for other in await self.list_tenants():
+                if other.id != tenant.id and other.settings.default_tenant:
+                    await self._store.update_tenant_settings(
+                        other.id, replace(other.settings, default_tenant=False),
+                        [self._ev("tenant.updated", other.id, data={"default_tenant": False})],
+                    )  # fmt: skip
+        if default_tenant is not None:
+            settings = replace(settings, default_tenant=default_tenant)
+        if auto_approve_clients is not None:
+            settings = replace(settings, auto_approve_clients=auto_approve_clients)
+        if registration_scopes is not None:
+            settings = replace(settings, registration_scopes=_scopes(registration_scopes))
         if self_approval_classes is not None:
             wrong = [c for c in self_approval_classes if c not in CLASSES and c != "none"]
             if wrong:
@@ -340,6 +362,69 @@ class IdentityService:
 
     async def sponsor_of(self, agent: Client) -> User | None:
         return await self._store.get_user(agent.sponsor_id) if agent.sponsor_id else None
+
+    async def default_tenant(self) -> Tenant | None:
+        """The tenant self-registered clients join (`tenants set T --default-tenant`)."""
+        found = [t for t in await self.list_tenants() if t.settings.default_tenant]
+        return min(found, key=lambda t: t.created_at) if found else None
+
+    async def register_client(self, meta: ClientMetadata) -> tuple[Client, str | None]:
+        """A self-registered client (RFC 7591): a `pending` agent of the default tenant,
+        or an active one within the tenant's scope ceiling when it auto-approves."""
+        tenant = await self.default_tenant()
+        if tenant is None:
+            raise RegistrationError(
+                "invalid_client_metadata", "registration is closed (no default tenant)"
+            )
+        declared = {s for r in await self._store.list_resources(tenant.id) for s in r.scopes}
+        scopes = granted_scopes(tenant, meta.scopes, declared)
+        now = self._clock.now()
+        secret = None if meta.public else generate_secret()
+        status = "active" if tenant.settings.auto_approve_clients else "pending"
+        name = agent_name(meta.name)
+        agent = Client(
+            id=new_id("agt"), tenant_id=tenant.id, kind="agent", name=name, status=status,
+            secrets=(SecretRecord(new_id("sec"), digest_secret(secret), now),) if secret else (),
+            scopes=scopes, address=f"{name}@{tenant.name}.{self._agent_domain}",
+            description=f"registered as {meta.name!r}" + (f" ({meta.client_uri})"
+                                                            if meta.client_uri else ""),
+            needs_sponsor=True, created_at=now, updated_at=now,
+            redirect_uris=meta.redirect_uris, public=meta.public,
+        )  # fmt: skip
+        await self._store.create_client(agent, [self._ev(
+            "agent.registered", tenant.id, agent_id=agent.id,
+            data={"name": name, "client_name": meta.name, "status": status,
+                  "scopes": list(scopes), "public": meta.public,
+                  "redirect_uris": list(meta.redirect_uris)},
+        )])  # fmt: skip
+        return agent, secret
+
+    async def approve_agent(
+        self, ref: str, tenant_ref: str | None, sponsor_email: str,
+        scopes: Sequence[str] | None = None,
+    ) -> Client:  # fmt: skip
+        """A pending (self-registered) agent goes live with a sponsor, and optionally
+        narrower scopes than it asked for."""
+        agent = await self.agent(ref, tenant_ref)
+        if agent.status != "pending":
+            raise Conflict(f"agent is {agent.status}; only a pending agent is approved")
+        sponsor = await self._store.find_user(agent.tenant_id, _email(sponsor_email))
+        if sponsor.status != "active":
+            raise InvalidInput("the sponsor must be an active user of the tenant")
+        granted = agent.scopes if scopes is None else _scopes(scopes)
+        if not set(granted) <= set(agent.scopes) and scopes is not None:
+            declared = {s for r in await self._store.list_resources(agent.tenant_id)
+                        for s in r.scopes}  # fmt: skip
+            unknown = [s for s in granted if s not in declared]
+            if unknown:
+                raise InvalidInput(f"scope {unknown[0]!r} is not declared by any resource")
+        return await self._store.save_client(
+            replace(agent, status="active", sponsor_id=sponsor.id, needs_sponsor=False,
+                    scopes=granted, updated_at=self._clock.now()),
+            agent.updated_at,
+            [self._ev("agent.approved", agent.tenant_id, agent_id=agent.id, user_id=sponsor.id,
+                      data={"scopes": list(granted)})],
+        )  # fmt: skip
 
     async def suspend_agent(self, ref: str, tenant_ref: str | None = None) -> Client:
         return await self._transition(ref, tenant_ref, "suspended", ("active",))

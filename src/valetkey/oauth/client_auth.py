@@ -81,7 +81,10 @@ def extract_credentials(
     if len(found) > 1:
         raise InvalidRequest("use exactly one client authentication method")
     if not found:
-        return None
+        # A public client (RFC 7591 "none") names itself; only a client registered as
+        # public is accepted that way, and only for the code and refresh grants.
+        named = params.get("client_id")
+        return PresentedCredentials("none", named) if named else None
     creds = found[0]
     if params.get("client_id") not in (None, creds.client_id):
         raise InvalidRequest("client_id does not match the authenticated client")

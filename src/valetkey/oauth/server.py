@@ -29,6 +29,7 @@ from valetkey.oauth.errors import (
     InvalidScope,
     NotPermitted,
     OAuthError,
+    UnauthorizedClient,
     UnsupportedGrantType,
 )
 from valetkey.oauth.grants import AccessTokenSpec, Grant
@@ -37,6 +38,7 @@ from valetkey.oauth.tokens import IssuedToken, mint_access_token
 from valetkey.oauth.verification import LocalTokens
 
 REPEATABLE = frozenset({"resource"})  # RFC 8707 §2 lets `resource` repeat
+PUBLIC_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
 def parse_params(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -110,6 +112,8 @@ class OAuthServer:
             grant = self._grant_for(params.get("grant_type"))
             creds, ctx = await self._identify(params, meta)
             ctx = await self._verify_client(creds, ctx, now)
+            if creds.method == "none" and params["grant_type"] not in PUBLIC_GRANTS:
+                raise UnauthorizedClient("a public client may use only the code and refresh grants")
             jkt = await self._dpop(meta, ctx, now)
             request = TokenRequest(
                 params,
@@ -342,6 +346,9 @@ class OAuthServer:
             await client_auth.verify_assertion(
                 ctx.client, creds, (self.issuer, self.token_endpoint), now, self._store
             )
+        elif creds.method == "none":
+            if not ctx.client.public:
+                raise InvalidClient("client authentication is required")
         else:
             client_auth.verify_secret(ctx.client, creds, now)
         if not ctx.client.active:
@@ -438,7 +445,8 @@ class OAuthServer:
             "authorization_response_iss_parameter_supported": True,
             "authorization_details_types_supported": ["mandate"],
             "dpop_signing_alg_values_supported": dpop.DPOP_ALGORITHMS,
-            "token_endpoint_auth_methods_supported": methods,
+            "token_endpoint_auth_methods_supported": [*methods, "none"],
+            "registration_endpoint": f"{self.issuer}/oauth/register",
             "token_endpoint_auth_signing_alg_values_supported": algs,
             "revocation_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,

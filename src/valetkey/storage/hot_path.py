@@ -37,7 +37,7 @@ from valetkey.storage.database import Database
 _CLIENT_COLUMNS = (
     "id", "tenant_id", "kind", "name", "status", "secrets", "jwks", "scopes", "rights",
     "sponsor_id", "address", "description", "needs_sponsor", "revoked_before", "created_at",
-    "updated_at", "redirect_uris",
+    "updated_at", "redirect_uris", "public",
 )  # fmt: skip
 _JSON_COLUMNS = ("secrets", "jwks", "scopes", "rights", "redirect_uris")
 

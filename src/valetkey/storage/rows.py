@@ -63,6 +63,7 @@ def client(row: Any) -> Client:
         created_at=row.created_at,
         updated_at=row.updated_at,
         redirect_uris=tuple(row.redirect_uris or ()),
+        public=bool(row.public),
     )
 
 
@@ -85,4 +86,5 @@ def client_values(c: Client) -> dict[str, Any]:
         "created_at": c.created_at,
         "updated_at": c.updated_at,
         "redirect_uris": list(c.redirect_uris) or None,
+        "public": c.public,
     }

@@ -70,6 +70,7 @@ clients = sa.Table(
     sa.Column("redirect_uris", sa.JSON, nullable=True),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    sa.Column("public", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("tenant_id", "kind", "name", name="uq_clients_tenant_kind_name"),
 )
 

@@ -20,7 +20,15 @@ from valetkey.gateway.calls import ProviderDirectory
 from valetkey.runtime import Runtime
 from valetkey.vault.platform import token_timeout
 from valetkey.vault.refresh import TokenVault
-from valetkey.web import authorize, authzen, connections, errors, oauth_routes, v1
+from valetkey.web import (
+    authorize,
+    authzen,
+    connections,
+    errors,
+    oauth_routes,
+    registration,
+    v1,
+)
 from valetkey.web.correlation import CorrelationMiddleware, new_correlation_id
 from valetkey.web.errors import json_response
 from valetkey.web.gateway import Gateway
@@ -87,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(authzen.router)
     app.include_router(connections.router)
+    app.include_router(registration.router)
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 

@@ -1,0 +1,137 @@
+"""Clients that register themselves (RFC 7591): they join the default tenant as pending
+agents until an admin approves them (or within a scope ceiling, at once); public clients
+use the code flow with PKCE and nothing else; and `/mcp` publishes its protected resource
+metadata (RFC 9728)."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.helpers import make_tenant
+from tests.support.databases import new_database_url
+from tests.support.login import authorize
+from tests.support.server import RunningServer, running_server
+
+PASSWORD = "correct horse battery staple"
+REDIRECT = "http://127.0.0.1:33418/callback"
+
+
+@pytest.fixture(scope="module")
+def fresh(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of its own: which tenant is the default is server-wide."""
+    tmp = tmp_path_factory.mktemp(f"registration-{backend}")
+    with running_server(new_database_url(backend, tmp), tmp / "data") as server:
+        yield server
+
+
+def register(server: RunningServer, **metadata: Any) -> httpx.Response:
+    body = {"redirect_uris": [REDIRECT], "client_name": "Claude Desktop", **metadata}
+    return httpx.post(server.base_url + "/oauth/register", json=body, timeout=30)
+
+
+def test_registration_is_closed_without_a_default_tenant(fresh: RunningServer) -> None:
+    closed = register(fresh)
+    assert closed.status_code == 400
+    assert closed.json()["error"] == "invalid_client_metadata"
+
+
+def test_a_public_client_registers_waits_for_approval_and_uses_the_code_flow(
+    fresh: RunningServer,
+) -> None:
+    tenant = make_tenant(fresh)
+    fresh.cli("tenants", "set", tenant.name, "--default-tenant")
+    metadata = httpx.get(fresh.base_url + "/.well-known/oauth-authorization-server").json()
+    assert metadata["registration_endpoint"] == fresh.issuer + "/oauth/register"
+    assert "none" in metadata["token_endpoint_auth_methods_supported"]
+    made = register(fresh, token_endpoint_auth_method="none", scope="deals:read deals:nope",
+                    grant_types=["authorization_code", "refresh_token"])  # fmt: skip
+    assert made.status_code == 201, made.text
+    client = made.json()
+    assert client["client_id"].startswith("agt_") and "client_secret" not in client
+    assert client["status"] == "pending" and client["scope"] == "deals:read"
+    assert client["redirect_uris"] == [REDIRECT]
+    fresh.cli("users", "set-password", "sam@acme.example", "--tenant", tenant.name,
+              input=PASSWORD + "\n")  # fmt: skip
+    with pytest.raises(AssertionError):  # pending: the authorization endpoint refuses it
+        authorize(fresh.base_url, client["client_id"], REDIRECT, "sam@acme.example", PASSWORD,
+                  scope="deals:read", resource=tenant.crm)  # fmt: skip
+    approved = fresh.cli("agents", "approve", client["client_id"], "--sponsor",
+                         "sam@acme.example")  # fmt: skip
+    assert approved["status"] == "active" and approved["sponsor"] == "sam@acme.example"
+    done = authorize(fresh.base_url, client["client_id"], REDIRECT, "sam@acme.example",
+                     PASSWORD, scope="deals:read", resource=tenant.crm)  # fmt: skip
+    token = httpx.post(fresh.base_url + "/oauth/token", data={
+        "grant_type": "authorization_code", "code": done.code, "redirect_uri": REDIRECT,
+        "code_verifier": done.verifier, "client_id": client["client_id"]})  # fmt: skip
+    assert token.status_code == 200, token.text
+    assert token.json()["scope"] == "deals:read"
+    refreshed = httpx.post(fresh.base_url + "/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": token.json()["refresh_token"],
+        "client_id": client["client_id"]})  # fmt: skip
+    assert refreshed.status_code == 200, refreshed.text
+    own = httpx.post(fresh.base_url + "/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": client["client_id"]})  # fmt: skip
+    assert own.status_code == 400 and own.json()["error"] == "unauthorized_client"
+    events = fresh.cli("audit", "search", "--tenant", tenant.name, "--type", "agent.registered")
+    assert events[0]["agent_id"] == client["client_id"]
+
+
+def test_auto_approval_within_a_scope_ceiling_and_confidential_clients(
+    fresh: RunningServer,
+) -> None:
+    tenant = make_tenant(fresh)
+    fresh.cli("tenants", "set", tenant.name, "--default-tenant", "--auto-approve-clients",
+              "--registration-scope", "deals:read")  # fmt: skip
+    made = register(fresh, scope="deals:read deals:write")
+    assert made.status_code == 201, made.text
+    client = made.json()
+    assert client["status"] == "active" and client["scope"] == "deals:read"
+    assert client["client_secret"] and client["client_secret_expires_at"] == 0
+    token = httpx.post(fresh.base_url + "/oauth/token", data={
+        "grant_type": "client_credentials", "resource": tenant.crm},
+        auth=(client["client_id"], client["client_secret"]))  # fmt: skip
+    assert token.status_code == 200, token.text
+    # A confidential client naming itself without its secret is not a public client.
+    bare = httpx.post(fresh.base_url + "/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": client["client_id"]})  # fmt: skip
+    assert bare.status_code == 401 and bare.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"redirect_uris": []}, "invalid_redirect_uri"),
+        ({"redirect_uris": ["http://evil.example/cb"]}, "invalid_redirect_uri"),
+        ({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "tls_client_auth"},
+         "invalid_client_metadata"),
+        ({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]},
+         "invalid_client_metadata"),
+        ({"redirect_uris": [REDIRECT], "response_types": ["token"]}, "invalid_client_metadata"),
+        ([1, 2], "invalid_client_metadata"),
+    ],
+)  # fmt: skip
+def test_bad_metadata_is_refused(fresh: RunningServer, body: Any, error: str) -> None:
+    tenant = make_tenant(fresh)
+    fresh.cli("tenants", "set", tenant.name, "--default-tenant")
+    refused = httpx.post(fresh.base_url + "/oauth/register", json=body)
+    assert refused.status_code == 400 and refused.json()["error"] == error, refused.text
+    garbage = httpx.post(fresh.base_url + "/oauth/register", content=b"{nope")
+    assert garbage.json()["error"] == "invalid_client_metadata"
+
+
+def test_mcp_protected_resource_metadata(fresh: RunningServer) -> None:
+    found = httpx.get(fresh.base_url + "/.well-known/oauth-protected-resource/mcp").json()
+    assert found["resource"] == fresh.issuer + "/mcp"
+    assert found["authorization_servers"] == [fresh.issuer]
+
+
+def test_only_one_default_tenant(fresh: RunningServer) -> None:
+    first, second = make_tenant(fresh), make_tenant(fresh)
+    fresh.cli("tenants", "set", first.name, "--default-tenant")
+    fresh.cli("tenants", "set", second.name, "--default-tenant")
+    made = register(fresh).json()
+    in_second = {a["id"] for a in fresh.cli("agents", "list", "--tenant", second.name)}
+    in_first = {a["id"] for a in fresh.cli("agents", "list", "--tenant", first.name)}
+    assert made["client_id"] in in_second and made["client_id"] not in in_first
