@@ -14,10 +14,13 @@ from valetkey.clock import Clock, SystemClock
 from valetkey.config import Settings
 from valetkey.errors import InvalidInput
 from valetkey.identity.delegations import DelegationService
+from valetkey.identity.registration import ClientMetadata
 from valetkey.identity.service import IdentityService
+from valetkey.ids import new_id
 from valetkey.notify.messages import approval_payload, connection_payload
 from valetkey.notify.outbox import Delivery, Dispatcher, planned
 from valetkey.notify.service import Notifications
+from valetkey.oauth.client_documents import ClientDocuments, agent_id_for
 from valetkey.oauth.delegated import Consent
 from valetkey.oauth.dpop import NonceSource
 from valetkey.oauth.grants.authorization_code import AuthorizationCodeGrant
@@ -282,6 +285,19 @@ class Runtime:
             self.identity(correlation_id), providers, providers, self.connection_store,
             self.clock, correlation_id,
         )  # fmt: skip
+
+    @functools.cached_property
+    def client_documents(self) -> ClientDocuments:
+        """Client ID metadata documents, fetched and cached per process."""
+
+        async def register(url: str, meta: ClientMetadata) -> str:
+            identity = self.identity(new_correlation())
+            return await identity.register_document_client(url, meta, agent_id_for(url))
+
+        def new_correlation() -> str:
+            return new_id("cor")
+
+        return ClientDocuments(self.settings.fetch_allow_hosts, register)
 
     def connect_flow(self, http: httpx.AsyncClient, correlation_id: str) -> ConnectFlow:
         return ConnectFlow(

@@ -3,10 +3,15 @@ agents until an admin approves them (or within a scope ceiling, at once); public
 use the code flow with PKCE and nothing else; and `/mcp` publishes its protected resource
 metadata (RFC 9728)."""
 
+import hashlib
+import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from tests.integration.helpers import make_tenant
@@ -22,7 +27,8 @@ REDIRECT = "http://127.0.0.1:33418/callback"
 def fresh(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server of its own: which tenant is the default is server-wide."""
     tmp = tmp_path_factory.mktemp(f"registration-{backend}")
-    with running_server(new_database_url(backend, tmp), tmp / "data") as server:
+    with running_server(new_database_url(backend, tmp), tmp / "data",
+                        VALETKEY_FETCH_ALLOW_HOSTS="127.0.0.1") as server:  # fmt: skip
         yield server
 
 
@@ -135,3 +141,106 @@ def test_only_one_default_tenant(fresh: RunningServer) -> None:
     in_second = {a["id"] for a in fresh.cli("agents", "list", "--tenant", second.name)}
     in_first = {a["id"] for a in fresh.cli("agents", "list", "--tenant", first.name)}
     assert made["client_id"] in in_second and made["client_id"] not in in_first
+
+
+class Documents:
+    """Client ID metadata documents on 127.0.0.1 (allow-listed for this server)."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.fetches = 0
+        docs = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                docs.fetches += 1
+                status, body, headers = docs.pages.get(self.path, (404, b"{}", {}))
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, path: str, document: Any, status: int = 200, **headers: str) -> str:
+        self.pages[path] = (status, json.dumps(document).encode(), headers)
+        return self.base + path
+
+
+@pytest.fixture
+def documents() -> Iterator[Documents]:
+    running = Documents()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+def _authorize_page(server: RunningServer, client_id: str) -> httpx.Response:
+    return httpx.get(server.base_url + "/oauth/authorize", params={
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+        "code_challenge": "x" * 43, "code_challenge_method": "S256"})  # fmt: skip
+
+
+def test_a_client_id_metadata_document_client(fresh: RunningServer, documents: Documents) -> None:
+    tenant = make_tenant(fresh)
+    fresh.cli("tenants", "set", tenant.name, "--default-tenant")
+    url = documents.base + "/inspector/client.json"
+    documents.serve("/inspector/client.json", {
+        "client_id": url, "client_name": "MCP Inspector", "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none", "scope": "deals:read"})  # fmt: skip
+    waiting = _authorize_page(fresh, url)
+    assert waiting.status_code == 400 and "awaits an admin" in waiting.text
+    agent_id = "agt_" + hashlib.sha256(url.encode()).hexdigest()[:24]
+    listed = {a["id"]: a for a in fresh.cli("agents", "list", "--tenant", tenant.name)}
+    assert listed[agent_id]["status"] == "pending"
+    fresh.cli("agents", "approve", agent_id, "--sponsor", "sam@acme.example")
+    fresh.cli("users", "set-password", "sam@acme.example", "--tenant", tenant.name,
+              input=PASSWORD + "\n")  # fmt: skip
+    done = authorize(fresh.base_url, url, REDIRECT, "sam@acme.example", PASSWORD,
+                     scope="deals:read", resource=tenant.crm)  # fmt: skip
+    token = httpx.post(fresh.base_url + "/oauth/token", data={
+        "grant_type": "authorization_code", "code": done.code, "redirect_uri": REDIRECT,
+        "code_verifier": done.verifier, "client_id": url})  # fmt: skip
+    assert token.status_code == 200, token.text
+    claims = jwt.decode(token.json()["access_token"], options={"verify_signature": False})
+    assert claims["client_id"] == agent_id and claims["aud"] == tenant.crm
+    assert documents.fetches <= 2  # cached, not fetched per request
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [("wrong-id", "not its own URL"), ("secret", "must not hold a client secret"),
+     ("redirect", "answered 302"), ("huge", "too large"), ("private", "private address"),
+     ("plain-http", "must be https"), ("confidential", "public")],
+)  # fmt: skip
+def test_unusable_metadata_documents_are_refused(
+    fresh: RunningServer, documents: Documents, kind: str, fragment: str
+) -> None:
+    tenant = make_tenant(fresh)
+    fresh.cli("tenants", "set", tenant.name, "--default-tenant")
+    path = f"/{kind}/client.json"
+    url = documents.base + path
+    good = {"client_id": url, "client_name": "x", "redirect_uris": [REDIRECT]}
+    if kind == "wrong-id":
+        documents.serve(path, {**good, "client_id": documents.base + "/other.json"})
+    elif kind == "secret":
+        documents.serve(path, {**good, "client_secret": "s"})
+    elif kind == "redirect":
+        documents.serve(path, good, 302, Location=documents.base + "/elsewhere")
+    elif kind == "huge":
+        documents.serve(path, {**good, "padding": "x" * 20_000})
+    elif kind == "confidential":
+        documents.serve(path, {**good, "token_endpoint_auth_method": "client_secret_basic"})
+    elif kind == "private":
+        url = "https://10.1.2.3/client.json"
+    else:
+        url = "http://localhost:9/client.json"
+    refused = _authorize_page(fresh, url)
+    assert refused.status_code == 400 and fragment in refused.text, refused.text[:400]

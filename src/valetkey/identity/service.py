@@ -7,6 +7,7 @@ issued before the change.
 """
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -368,9 +369,31 @@ class IdentityService:
         found = [t for t in await self.list_tenants() if t.settings.default_tenant]
         return min(found, key=lambda t: t.created_at) if found else None
 
-    async def register_client(self, meta: ClientMetadata) -> tuple[Client, str | None]:
-        """A self-registered client (RFC 7591): a `pending` agent of the default tenant,
-        or an active one within the tenant's scope ceiling when it auto-approves."""
+    async def register_document_client(self, url: str, meta: ClientMetadata, agent_id: str) -> str:
+        """The agent of a client ID metadata document: registered on first sight like any
+        self-registered client, its redirect URIs and name kept current afterwards (its
+        status and scopes are the admin's)."""
+        try:
+            known = await self._store.get_client(agent_id)
+        except NotFound:
+            with contextlib.suppress(Conflict):  # a concurrent request registered it first
+                await self.register_client(meta, agent_id=agent_id, source=url)
+            return agent_id
+        if known.redirect_uris != meta.redirect_uris:
+            await self._store.save_client(
+                replace(known, redirect_uris=meta.redirect_uris, updated_at=self._clock.now()),
+                known.updated_at,
+                [self._ev("agent.updated", known.tenant_id, agent_id=known.id,
+                          data={"redirect_uris": list(meta.redirect_uris), "source": url})],
+            )  # fmt: skip
+        return agent_id
+
+    async def register_client(
+        self, meta: ClientMetadata, *, agent_id: str | None = None, source: str | None = None
+    ) -> tuple[Client, str | None]:
+        """A self-registered client (RFC 7591, or a metadata document at `source`): a
+        `pending` agent of the default tenant, or an active one within the tenant's scope
+        ceiling when it auto-approves."""
         tenant = await self.default_tenant()
         if tenant is None:
             raise RegistrationError(
@@ -383,11 +406,13 @@ class IdentityService:
         status = "active" if tenant.settings.auto_approve_clients else "pending"
         name = agent_name(meta.name)
         agent = Client(
-            id=new_id("agt"), tenant_id=tenant.id, kind="agent", name=name, status=status,
+            id=agent_id or new_id("agt"), tenant_id=tenant.id, kind="agent", name=name,
+            status=status,
             secrets=(SecretRecord(new_id("sec"), digest_secret(secret), now),) if secret else (),
             scopes=scopes, address=f"{name}@{tenant.name}.{self._agent_domain}",
-            description=f"registered as {meta.name!r}" + (f" ({meta.client_uri})"
-                                                            if meta.client_uri else ""),
+            description=f"registered as {meta.name!r}" + (f" ({source or meta.client_uri})"
+                                                            if source or meta.client_uri
+                                                            else ""),
             needs_sponsor=True, created_at=now, updated_at=now,
             redirect_uris=meta.redirect_uris, public=meta.public,
         )  # fmt: skip
@@ -395,7 +420,7 @@ class IdentityService:
             "agent.registered", tenant.id, agent_id=agent.id,
             data={"name": name, "client_name": meta.name, "status": status,
                   "scopes": list(scopes), "public": meta.public,
-                  "redirect_uris": list(meta.redirect_uris)},
+                  "redirect_uris": list(meta.redirect_uris), "metadata_document": source},
         )])  # fmt: skip
         return agent, secret
 

@@ -78,6 +78,8 @@ def single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 def check_client(ctx: ClientContext | None, params: Mapping[str, str]) -> tuple[ClientContext, str]:
     """The client and the redirect URI, verified before anything may be redirected."""
+    if ctx is not None and ctx.client.status == "pending":
+        raise AuthorizeError("unauthorized_client", "this client awaits an admin's approval")
     if ctx is None or not ctx.client.active:
         raise AuthorizeError("invalid_client", "unknown or inactive client")
     uri = params.get("redirect_uri")

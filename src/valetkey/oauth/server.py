@@ -7,6 +7,7 @@ is a new module. Every issuance and refusal is audited before the response goes 
 """
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from valetkey.audit.events import SYSTEM_TENANT, AuditEvent
@@ -14,7 +15,7 @@ from valetkey.audit.writer import AuditSink
 from valetkey.clock import Clock
 from valetkey.identity.models import Resource
 from valetkey.identity.secrets import digest_secret
-from valetkey.oauth import client_auth, dpop, sessions
+from valetkey.oauth import client_auth, client_documents, dpop, sessions
 from valetkey.oauth.context import (
     ClientContext,
     OAuthStore,
@@ -329,6 +330,8 @@ class OAuthServer:
         creds = client_auth.extract_credentials(meta.authorization, params)
         if creds is None:
             raise InvalidClient("client authentication is required")
+        if client_documents.is_document_url(creds.client_id):  # known from /oauth/authorize
+            creds = replace(creds, client_id=client_documents.agent_id_for(creds.client_id))
         plausible = client_auth.plausible_client_id(creds.client_id)
         ctx = await self._store.load_client_context(creds.client_id) if plausible else None
         return creds, ctx
@@ -447,6 +450,7 @@ class OAuthServer:
             "dpop_signing_alg_values_supported": dpop.DPOP_ALGORITHMS,
             "token_endpoint_auth_methods_supported": [*methods, "none"],
             "registration_endpoint": f"{self.issuer}/oauth/register",
+            "client_id_metadata_document_supported": True,
             "token_endpoint_auth_signing_alg_values_supported": algs,
             "revocation_endpoint_auth_methods_supported": methods,
             "introspection_endpoint_auth_methods_supported": methods,

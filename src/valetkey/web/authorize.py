@@ -33,6 +33,7 @@ from valetkey.oauth.authorize import (
     parse_request,
     single_values,
 )
+from valetkey.oauth.client_documents import ClientDocumentError, is_document_url
 from valetkey.oauth.delegated import mandate_for
 from valetkey.oauth.errors import OAuthError
 from valetkey.policy.limits import Charge
@@ -407,6 +408,11 @@ async def _flow(request: Request, query: str) -> "_Flow | Response":
             raise AuthorizeError("invalid_request", "the request is too long")
         params = single_values(parse_qsl(query, keep_blank_values=True, max_num_fields=50))
         client_id = params.get("client_id", "")
+        if is_document_url(client_id):  # a client ID metadata document: fetch, register
+            try:
+                client_id = await runtime.client_documents.resolve(client_id)
+            except ClientDocumentError as exc:
+                raise AuthorizeError("invalid_client", str(exc)) from exc
         ctx = (
             await runtime.oauth_store.load_client_context(client_id)
             if 0 < len(client_id) <= 128 and client_id.isprintable()
