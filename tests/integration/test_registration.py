@@ -66,6 +66,8 @@ def test_a_public_client_registers_waits_for_approval_and_uses_the_code_flow(
     approved = fresh.cli("agents", "approve", client["client_id"], "--sponsor",
                          "sam@acme.example")  # fmt: skip
     assert approved["status"] == "active" and approved["sponsor"] == "sam@acme.example"
+    unnamed = _authorize_page(fresh, client["client_id"])  # public clients must send resource
+    assert unnamed.status_code == 303 and "error=invalid_target" in unnamed.headers["location"]
     done = authorize(fresh.base_url, client["client_id"], REDIRECT, "sam@acme.example",
                      PASSWORD, scope="deals:read", resource=tenant.crm)  # fmt: skip
     token = httpx.post(fresh.base_url + "/oauth/token", data={

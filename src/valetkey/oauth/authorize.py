@@ -131,6 +131,8 @@ def parse_request(
             raise fail("invalid_scope", "a sign-in token carries no scope; agents ask for those")
         chosen = audience.Grantable(issuer, (), None)
     else:
+        if client.public and resource is None:  # MCP authorization: RFC 8707 is required
+            raise fail("invalid_target", "a public client must name the resource it wants")
         try:
             chosen = audience.select(
                 resources, [resource] if resource else [], requested, client.scopes, issuer
