@@ -31,8 +31,8 @@ if [ ! -d "$PLATFORM/node_modules" ] || [ "$PLATFORM/package-lock.json" -nt "$PL
 fi
 
 echo "== ruff"
-"$BIN/ruff" check src tests bench
-"$BIN/ruff" format --check src tests bench
+"$BIN/ruff" check src tests bench examples
+"$BIN/ruff" format --check src tests bench examples
 echo "== mypy"
 "$BIN/mypy"
 echo "== import contracts"

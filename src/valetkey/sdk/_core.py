@@ -7,7 +7,6 @@ their own locks, so both behave the same by construction.
 import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -168,7 +167,6 @@ class Core:
         self.scope = scope
         self.refresh_ratio = refresh_ratio
         self.token_endpoint: str | None = None
-        self.metadata_lock = threading.Lock()
 
     @property
     def metadata_url(self) -> str:
@@ -238,7 +236,7 @@ class Core:
         if response.status_code != 400 or nonce is None or self.dpop_key is None:
             return False
         try:
-            return _json_object(response).get("error") == "use_dpop_nonce"
+            return bool(_json_object(response).get("error") == "use_dpop_nonce")
         except SDKError:
             return False
 
@@ -323,8 +321,8 @@ class Core:
 
 
 def is_valetkey_problem(response: httpx.Response) -> bool:
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    return content_type == "application/problem+json"
+    content_type = str(response.headers.get("content-type", ""))
+    return content_type.split(";")[0].strip().lower() == "application/problem+json"
 
 
 def raise_for_refusal(

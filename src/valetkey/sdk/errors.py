@@ -119,7 +119,7 @@ class ApprovalRequired(SDKError):
             raise TypeError("raised by an async client: use `await error.wait_async()`")
         return self._wait_sync(self.approval.id, timeout)
 
-    async def wait_async(self, timeout: float = 300.0) -> Approval:
+    async def wait_async(self, timeout: float = 300.0) -> Approval:  # noqa: ASYNC109
         """`wait()` for `AsyncAgentClient`."""
         if self._wait_async is None:
             raise TypeError("raised by a sync client: use `error.wait()`")
@@ -138,15 +138,25 @@ class InvalidToken(SDKError):
     """A resource server refuses the presented token (RFC 6750 §3.1, RFC 9449 §7.1).
 
     `error` is `invalid_token`, `invalid_dpop_proof`, `invalid_request` or
-    `insufficient_scope`; `status_code` the HTTP status to answer with."""
+    `insufficient_scope`; `status_code` the HTTP status to answer with; `scheme` the
+    authentication scheme of the challenge (`DPoP` when the failure concerns a proof or a
+    DPoP-bound token)."""
 
     _STATUS = {"invalid_request": 400, "insufficient_scope": 403}
 
-    def __init__(self, error: str, description: str = "", status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        error: str,
+        description: str = "",
+        status_code: int | None = None,
+        *,
+        scheme: str = "Bearer",
+    ) -> None:
         super().__init__(f"{error}: {description}" if description else error)
         self.error = error
         self.description = description
         self.status_code = status_code or self._STATUS.get(error, 401)
+        self.scheme = scheme  # the challenge to answer with: "Bearer" or "DPoP"
 
 
 class MissingToken(InvalidToken):
