@@ -17,6 +17,7 @@ from valetkey.identity.delegations import DelegationService
 from valetkey.identity.registration import ClientMetadata
 from valetkey.identity.service import IdentityService
 from valetkey.ids import new_id
+from valetkey.mcp.upstreams import McpUpstreams
 from valetkey.notify.messages import approval_payload, connection_payload
 from valetkey.notify.outbox import Delivery, Dispatcher, planned
 from valetkey.notify.service import Notifications
@@ -44,6 +45,7 @@ from valetkey.storage.delegation_store import SqlDelegationStore
 from valetkey.storage.hot_path import HotPath, open_hot_path
 from valetkey.storage.identity_store import SqlIdentityStore
 from valetkey.storage.instance_secrets import instance_secret
+from valetkey.storage.mcp_store import SqlMcpStore
 from valetkey.storage.migrate import upgrade
 from valetkey.storage.notify_store import SqlNotifyStore
 from valetkey.storage.oauth_store import SqlOAuthStore
@@ -371,6 +373,17 @@ class Runtime:
         os.replace(folder / NEXT_KEY, folder / "master.key")
         return {"key_id": new.key_id, "previous_key_id": self.master_key.key_id,
                 "records": total, "rewrapped": changed}  # fmt: skip
+
+    # The MCP gateway's upstreams (docs/mcp.md) ------------------------------------------------
+    @functools.cached_property
+    def mcp_store(self) -> SqlMcpStore:
+        return SqlMcpStore(self.db)
+
+    def mcp_upstreams(self, correlation_id: str) -> McpUpstreams:
+        return McpUpstreams(
+            self.identity(correlation_id), self.mcp_store, self.provider_store, self.clock,
+            self.settings.issuer, correlation_id,
+        )  # fmt: skip
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -17,6 +17,7 @@ from valetkey.cli import (
     issuers,
     keys,
     limits,
+    mcp,
     policies,
     providers,
     resources,
@@ -53,6 +54,7 @@ app.add_typer(limits.app, name="limits")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(providers.app, name="providers")
 app.add_typer(connections.app, name="connections")
+app.add_typer(mcp.app, name="mcp")
 app.command("sanitize")(sanitize_command)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")

@@ -387,3 +387,20 @@ instance_secrets = sa.Table(
     sa.Column("secret", sa.Text, nullable=False),  # envelope-encrypted
     sa.Column("created_at", Time, nullable=False),
 )
+
+# The MCP gateway (issue 6): a tenant's upstream MCP servers, with the admin's per-tool
+# overrides ({tool: {"class", "resource", "sanitize"}}) as one JSON column.
+mcp_upstreams = sa.Table(
+    "mcp_upstreams",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(32), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("provider", sa.String(40), nullable=True),  # a provider's name in the tenant
+    sa.Column("sanitize", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("tools", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_mcp_upstreams_tenant_name"),
+)

@@ -11,12 +11,14 @@ import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
+from starlette.routing import Route
 
 from valetkey import __version__
 from valetkey.audit.writer import BatchingAuditWriter
 from valetkey.config import Settings
 from valetkey.gateway import proxy
 from valetkey.gateway.calls import ProviderDirectory
+from valetkey.mcp import mcp_lifespan
 from valetkey.runtime import Runtime
 from valetkey.vault.platform import token_timeout
 from valetkey.vault.refresh import TokenVault
@@ -33,6 +35,8 @@ from valetkey.web.correlation import CorrelationMiddleware, new_correlation_id
 from valetkey.web.errors import json_response
 from valetkey.web.gateway import Gateway
 from valetkey.web.gateway import openapi_paths as gateway_paths
+from valetkey.web.mcp import mcp_endpoint
+from valetkey.web.mcp import openapi_paths as mcp_paths
 
 log = logging.getLogger("valetkey")
 PURGE_INTERVAL = 300.0
@@ -66,9 +70,12 @@ def create_app(settings: Settings) -> FastAPI:
         purger = asyncio.create_task(_purge_expired(runtime, app.state.vault))
         dispatcher = runtime.dispatcher()
         notifying = asyncio.create_task(dispatcher.run())
+        mcp = mcp_lifespan(app.state)  # /mcp: the MCP gateway's SDK session manager
+        await mcp.__aenter__()
         try:
             yield
         finally:
+            await mcp.__aexit__(None, None, None)
             dispatcher.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(notifying, 15)
@@ -96,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(authzen.router)
     app.include_router(connections.router)
     app.include_router(registration.router)
+    app.router.routes.append(Route("/mcp", mcp_endpoint(app.state), include_in_schema=False))
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id
 
@@ -106,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             schema["paths"].update(oauth_routes.openapi_paths())
             schema["paths"].update(gateway_paths())
+            schema["paths"].update(mcp_paths())
             app.openapi_schema = schema
         return app.openapi_schema
 
