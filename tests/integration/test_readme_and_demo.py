@@ -42,7 +42,9 @@ def test_demo_tells_the_whole_story(server: RunningServer) -> None:
                      "approval_required", "approval_used", "intent_outside_mandate",
                      "suspected_injection", "decision.made", "approval.granted",
                      "gateway.called", "Acme renewal", "never a CRM token",
-                     "X-Agent-Id: agt_"):  # fmt: skip
+                     "X-Agent-Id: agt_", "tools/list → crm__get_deal, crm__delete_deal",
+                     "tools/call crm__get_deal → ok", "held this call for a human's approval",
+                     "mcp.tool_called"):  # fmt: skip
         assert expected in result.output, expected
     assert "Authorization: Bearer crm_at_" in result.output  # what the CRM saw, from the vault
 

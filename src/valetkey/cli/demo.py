@@ -5,6 +5,7 @@ real HTTP exactly as an agent and a resource server would.
 """
 
 import base64
+import contextlib
 import secrets
 import threading
 import time
@@ -24,6 +25,8 @@ from rich.rule import Rule
 from valetkey.audit import service as audit_service
 from valetkey.audit.events import AuditQuery
 from valetkey.cli.common import console, identity, run, table
+from valetkey.cli.demo_mcp import connect as connect_mcp
+from valetkey.cli.demo_mcp import crm_tools
 from valetkey.identity.delegations import DelegationService
 
 CRM = "https://crm.acme.example"
@@ -158,6 +161,28 @@ async def _through_gateway(
     )  # fmt: skip
 
 
+async def _mcp_client(
+    rt: Any, http: httpx.AsyncClient, base: str, tenant: str, agent: str, secret: str,
+    crm: _DemoCrm, cid: str,
+) -> None:  # fmt: skip
+    """The agent's MCP client sees the CRM's tools as ValetKey's, each call decided; the
+    CRM's MCP server gets the CRM's token from the vault (the agent's own account)."""
+    await rt.connections(cid).import_refresh_token(
+        tenant, "crm", user=None, agent=agent, refresh_token=crm.refresh_token
+    )
+    form = {"grant_type": "client_credentials", "resource": f"{rt.settings.issuer}/mcp",
+            "scope": "mcp:read mcp:delete"}  # fmt: skip
+    token = (await http.post("/oauth/token", data=form, auth=(agent, secret))).json()[
+        "access_token"
+    ]
+    tools, results = await connect_mcp(f"{base}/mcp", token)
+    console.print(f"tools/list → {', '.join(tools)}", highlight=False)
+    for name, failed, text in results:
+        style = "red" if failed else "green"
+        console.print(f"tools/call {name} → [{style}]{'tool error' if failed else 'ok'}"
+                      f"[/{style}] {text}", highlight=False, soft_wrap=True)  # fmt: skip
+
+
 MANDATE = {"type": "mandate", "actions": ["read"], "locations": ["crm:deals/*"],
            "user_request": "What's the latest on the Acme deal?"}  # fmt: skip
 
@@ -271,6 +296,7 @@ def demo(
         suffix = secrets.token_hex(2)
         cid = f"cor_demo_{secrets.token_hex(6)}"
         crm = _DemoCrm()
+        stack = contextlib.ExitStack()
         async with identity(cid) as (rt, svc):
             base = (url or rt.settings.issuer).rstrip("/")
             _step("1. A tenant, a human sponsor and a resource")
@@ -289,13 +315,17 @@ def demo(
             gateway = f"{rt.settings.issuer}/v1/gateway/crm"
             console.print(f"the CRM's OAuth app is provider [bold]crm[/bold]; agents reach it "
                           f"through {gateway}")  # fmt: skip
+            tools_url = stack.enter_context(crm_tools(lambda t: t in crm.access_tokens))
+            await rt.mcp_upstreams(cid).add(tenant.id, "crm", tools_url, provider="crm")
+            console.print(f"the CRM's MCP server {tools_url} is upstream [bold]crm[/bold] of "
+                          f"{rt.settings.issuer}/mcp")  # fmt: skip
 
             _step("2. The agent gets its own identity and keys")
             agent, secret = await svc.create_agent(
                 tenant.id,
                 "invoice-bot",
                 sponsor.email,
-                ["deals:read", "deals:write", "crm:read"],
+                ["deals:read", "deals:write", "crm:read", "mcp:read", "mcp:delete"],
                 description="Reads deals to draft invoices",
             )
             assert secret is not None
@@ -350,7 +380,10 @@ def demo(
                 await _through_gateway(rt, http, tenant.id, agent.id, secret, assertion, crm,
                                        cid)  # fmt: skip
 
-                _step("9. The sponsor suspends the agent: effective at once")
+                _step("9. An MCP client connects to ValetKey's /mcp with the agent's own token")
+                await _mcp_client(rt, http, base, tenant.id, agent.id, secret, crm, cid)
+
+                _step("10. The sponsor suspends the agent: effective at once")
                 await svc.suspend_agent(agent.id)
                 response = await http.post("/oauth/token", data=form, auth=(agent.id, secret))
                 _answer(response)
@@ -359,7 +392,7 @@ def demo(
                 )
                 console.print(f"the token it already held: active = {response.json()['active']}")
 
-            _step("10. The audit trail, under the agent's own name")
+            _step("11. The audit trail, under the agent's own name")
             events = await rt.audit_store.search(AuditQuery(tenant_id=tenant.id, limit=200))
             table(
                 f"Audit events of {tenant.name}",
@@ -385,6 +418,7 @@ def demo(
             console.print(
                 f"\nTry: valetkey audit search --tenant {tenant.name} --correlation-id {cid}"
             )
+        stack.close()
         crm.close()
 
     run(go)
