@@ -133,6 +133,7 @@ def test_mcp_protected_resource_metadata(fresh: RunningServer) -> None:
     found = httpx.get(fresh.base_url + "/.well-known/oauth-protected-resource/mcp").json()
     assert found["resource"] == fresh.issuer + "/mcp"
     assert found["authorization_servers"] == [fresh.issuer]
+    assert "mcp:read" in found["scopes_supported"] and "mcp:delete" in found["scopes_supported"]
 
 
 def test_only_one_default_tenant(fresh: RunningServer) -> None:

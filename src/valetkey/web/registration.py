@@ -5,6 +5,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from valetkey.identity.models import CLASSES
 from valetkey.identity.registration import (
     RegistrationError,
     parse_metadata,
@@ -80,6 +81,7 @@ async def mcp_resource_metadata(request: Request) -> Response:
             "resource": f"{issuer}/mcp",
             "authorization_servers": [issuer],
             "bearer_methods_supported": ["header"],
+            "scopes_supported": [f"mcp:{c}" for c in CLASSES],
             "resource_name": "ValetKey MCP gateway",
             "dpop_signing_alg_values_supported": list(dpop.DPOP_ALGORITHMS),
         },
