@@ -29,6 +29,14 @@ if [ ! -d "$PLATFORM/node_modules" ] || [ "$PLATFORM/package-lock.json" -nt "$PL
   npm ci --prefix "$PLATFORM" --no-audit --no-fund --loglevel=error >/dev/null
   touch "$PLATFORM/node_modules"
 fi
+# The MCP conformance suite (@modelcontextprotocol/conformance, run against /mcp by
+# tests/integration/test_mcp_conformance.py), the same way.
+CONFORMANCE=tests/support/mcp_conformance
+if [ ! -d "$CONFORMANCE/node_modules" ] || [ "$CONFORMANCE/package-lock.json" -nt "$CONFORMANCE/node_modules" ]; then
+  echo "== npm ci ($CONFORMANCE)"
+  npm ci --prefix "$CONFORMANCE" --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$CONFORMANCE/node_modules"
+fi
 
 echo "== ruff"
 "$BIN/ruff" check src tests bench examples

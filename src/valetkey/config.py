@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         ),
     )
     smtp_from: str = Field("valetkey@localhost", description="The From address of emails.")
+    mcp_allowed_origins: str = Field(
+        "",
+        description=(
+            "Comma-separated origins (scheme://host[:port]) of browser-based MCP clients "
+            "allowed at /mcp besides ValetKey's own; any other Origin is refused (403)."
+        ),
+    )
     gateway_timeout: float = Field(
         30.0,
         gt=0,

@@ -134,6 +134,15 @@ def test_mcp_protected_resource_metadata(fresh: RunningServer) -> None:
     assert found["resource"] == fresh.issuer + "/mcp"
     assert found["authorization_servers"] == [fresh.issuer]
     assert "mcp:read" in found["scopes_supported"] and "mcp:delete" in found["scopes_supported"]
+    # Origin is validated before anything else (MCP transport, DNS rebinding).
+    url = fresh.base_url + "/mcp"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    evil = httpx.post(url, json=body, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and evil.json()["code"] == "origin_not_allowed"
+    rebound = httpx.post(url, json=body, headers={"Host": "evil.example"})
+    assert rebound.status_code == 403
+    own = httpx.post(url, json=body, headers={"Origin": fresh.issuer})
+    assert own.status_code == 401 and "resource_metadata=" in own.headers["www-authenticate"]
 
 
 def test_only_one_default_tenant(fresh: RunningServer) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from valetkey.identity import redirect_uris
 from valetkey.identity.mandates import Mandate, MandateError, parse_authorization_details
 from valetkey.identity.models import Client, Resource, Tenant
-from valetkey.identity.scopes import parse_scope_param
+from valetkey.identity.scopes import closure, parse_scope_param
 from valetkey.oauth import audience, pkce
 from valetkey.oauth.context import ClientContext
 from valetkey.oauth.errors import OAuthError
@@ -133,6 +133,14 @@ def parse_request(
     else:
         if client.public and resource is None:  # MCP authorization: RFC 8707 is required
             raise fail("invalid_target", "a public client must name the resource it wants")
+        if requested is not None:
+            # RFC 6749 §3.3: grant what the client may hold of what it asked (MCP clients ask
+            # for every scope the resource advertises); the token response says what it got.
+            held = closure(client.scopes, audience.all_implications(resources))
+            kept = [s for s in requested if s in held]
+            if not kept:
+                raise fail("invalid_scope", "this client may hold none of the requested scopes")
+            requested = kept
         try:
             chosen = audience.select(
                 resources, [resource] if resource else [], requested, client.scopes, issuer

@@ -10,6 +10,7 @@ travels to the handlers in the ASGI scope (`valetkey.mcp.SCOPE_KEY`), per HTTP r
 """
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -23,6 +24,7 @@ from valetkey.web.correlation import correlation_id
 from valetkey.web.errors import log, problem
 
 PATH = "/mcp"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 
@@ -39,6 +41,11 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if not self._origin_allowed(scope):
+            await problem(403, "origin_not_allowed", "Forbidden",
+                          "requests from this Origin are refused (DNS rebinding protection)")(
+                scope, receive, send)  # fmt: skip
+            return
         try:
             scope[SCOPE_KEY] = await self._authenticate(scope)
         except v1.Unauthorized as exc:
@@ -49,6 +56,27 @@ class McpEndpoint:
             await problem(500, "server_error", "Internal error")(scope, receive, send)
             return
         await self._app(scope, receive, send)
+
+    def _origin_allowed(self, scope: Scope) -> bool:
+        """MCP streamable HTTP: a server MUST validate `Origin` when one is sent (browsers
+        send it; DNS rebinding would otherwise let a page reach this endpoint). Allowed:
+        ValetKey's own origin and `VALETKEY_MCP_ALLOWED_ORIGINS`. A ValetKey on loopback
+        also refuses a non-local `Host`: that is what a rebound name looks like."""
+        settings = self._state.runtime.settings
+        parts = urlsplit(settings.issuer)
+        if parts.hostname in _LOOPBACK:  # a local ValetKey: the Host must be local too
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if urlsplit(f"//{host}").hostname not in _LOOPBACK:
+                return False
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None:
+            return True
+        if parts.hostname in _LOOPBACK and urlsplit(origin).hostname in _LOOPBACK:
+            return True  # a local page talking to a local ValetKey
+        allowed = {f"{parts.scheme}://{parts.netloc}"} | {
+            o.strip().rstrip("/") for o in settings.mcp_allowed_origins.split(",") if o.strip()
+        }
+        return origin.rstrip("/") in allowed
 
     async def _authenticate(self, scope: Scope) -> Authenticated:
         authorization, proofs = "", []
