@@ -31,6 +31,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/token_exchange.py
 	$(BIN)/python bench/decisions.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/mcp.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
