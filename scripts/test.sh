@@ -23,6 +23,13 @@ if ! command -v node >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
 fi
+# Chromium for the browser tests (Playwright drives /usr/bin/chromium), from Debian's packages.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing Chromium (Debian packages)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 PLATFORM=tests/support/oidc_platform
 if [ ! -d "$PLATFORM/node_modules" ] || [ "$PLATFORM/package-lock.json" -nt "$PLATFORM/node_modules" ]; then
   echo "== npm ci ($PLATFORM)"
