@@ -452,16 +452,15 @@ def test_provider_options_and_refreshing_idle_connections(
 ) -> None:
     server, name = tenant.server, tenant.name
     platform.quirks.rotating = False
-    shown = server.cli("providers", "add", "crm", "--tenant", name,
-                       "--authorize-url", platform.authorize_url, "--token-url",
-                       platform.token_url, "--api-base", platform.api_base,
-                       "--client-id", platform.client_id, "--client-secret-stdin",
-                       "--token-auth-method", "client_secret_post", "--no-pkce",
-                       "--extra-param", "audience=crm", "--static-refresh",
-                       "--refresh-before", "1m", "--refresh-every", "2s",
-                       "--action", "GET /deals/{id} crm:deals.read crm:deals/{id}",
-                       input=SECRET + "\n")  # fmt: skip
-    del shown
+    server.cli("providers", "add", "crm", "--tenant", name,
+               "--authorize-url", platform.authorize_url, "--token-url",
+               platform.token_url, "--api-base", platform.api_base,
+               "--client-id", platform.client_id, "--client-secret-stdin",
+               "--token-auth-method", "client_secret_post", "--no-pkce",
+               "--extra-param", "audience=crm", "--static-refresh",
+               "--refresh-before", "1m", "--refresh-every", "2s",
+               "--action", "GET /deals/{id} crm:deals.read crm:deals/{id}",
+               input=SECRET + "\n")  # fmt: skip
     config = server.cli("providers", "show", "crm", "--tenant", name)
     assert config["token_auth_method"] == "client_secret_post" and config["pkce"] is False
     assert config["extra_authorize_params"] == {"audience": "crm"}

@@ -89,17 +89,15 @@ class SqlConnectionStore:
         plain = self._envelope.decrypt(str(sealed), token_context(connection_id))
         return PlatformTokens.from_json(json.loads(plain))
 
+    def _slot(self, row: Any) -> Slot:
+        return Slot(self._connection(row), self._open(row.id, row.tokens), row.refresh_after,
+                    row.lease_until)  # fmt: skip
+
     async def slot(self, connection_id: str) -> Slot:
         rows = await self._rows(_BY_ID, connection_id)
         if not rows:
             raise NotFound(f"no connection {connection_id!r}")
-        row = rows[0]
-        return Slot(
-            self._connection(row),
-            self._open(row.id, row.tokens),
-            row.refresh_after,
-            row.lease_until,
-        )
+        return self._slot(rows[0])
 
     async def find_for(
         self, tenant_id: str, provider_id: str, owner_kind: str, owner_id: str
@@ -107,11 +105,7 @@ class SqlConnectionStore:
         """The owner's live (active or needs_reauth) connection to the provider, with its
         tokens: the gateway's one read of the vault on a call with a fresh token."""
         rows = await self._rows(_BY_OWNER, tenant_id, provider_id, owner_kind, owner_id)
-        if not rows:
-            return None
-        row = rows[0]
-        return Slot(self._connection(row), self._open(row.id, row.tokens), row.refresh_after,
-                    row.lease_until)  # fmt: skip
+        return self._slot(rows[0]) if rows else None
 
     async def due(self, now: float, limit: int) -> list[tuple[str, str, str]]:
         c = connections.c

@@ -77,11 +77,6 @@ def _split_query(query: str) -> tuple[str, bool]:
     return "&".join(kept), wanted
 
 
-def _audiences(claims: dict[str, Any]) -> list[str]:
-    aud = claims.get("aud")
-    return [aud] if isinstance(aud, str) else [str(a) for a in aud or ()]
-
-
 def _denied(decision: Decision) -> Refusal:
     body = decision.to_json()
     extra = {"decision": decision.decision, "decision_id": decision.id, "reasons": body["reasons"]}
@@ -167,7 +162,7 @@ class Gateway:
             caller, ctx = await self._authorizer.caller(claims, ctx)
         except CallerError as exc:
             raise v1.Unauthorized("Bearer", "invalid_token", str(exc)) from exc
-        if not valid_name(name) or gateway_audience(self._issuer, name) not in _audiences(claims):
+        if not valid_name(name) or gateway_audience(self._issuer, name) not in v1.audiences(claims):
             raise v1.Unauthorized(
                 "Bearer",
                 "invalid_token",

@@ -28,11 +28,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 
-def _audiences(claims: dict[str, Any]) -> list[str]:
-    aud = claims.get("aud")
-    return [aud] if isinstance(aud, str) else [str(a) for a in aud or ()]
-
-
 class McpEndpoint:
     def __init__(self, state: Any, app: ASGIApp) -> None:
         self._state = state
@@ -88,7 +83,7 @@ class McpEndpoint:
         state = self._state
         issuer: str = state.runtime.settings.issuer
         claims, ctx = await v1.token_from(state, scope["method"], authorization, proofs, PATH)
-        if mcp_audience(issuer) not in _audiences(claims):
+        if mcp_audience(issuer) not in v1.audiences(claims):
             raise v1.Unauthorized(
                 "Bearer", "invalid_token",
                 f"the access token is not for the MCP gateway (its resource must be "

@@ -58,6 +58,12 @@ def unauthorized(exc: Unauthorized) -> Response:
     return response
 
 
+def audiences(claims: dict[str, Any]) -> list[str]:
+    """A token's `aud`, which JWT allows as a string or a list."""
+    aud = claims.get("aud")
+    return [aud] if isinstance(aud, str) else [str(a) for a in aud or ()]
+
+
 async def token_claims(request: Request, path: str) -> dict[str, Any]:
     return (await _token(request, path))[0]
 
