@@ -29,6 +29,9 @@ class AuditEvent:
     counters: tuple[tuple[str, int, float, int], ...] = ()
 
 
+DECISIONS = ("allow", "deny", "approval_required")
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as chained: its place (`seq`) in its tenant's chain and both hashes."""
@@ -47,6 +50,13 @@ class StoredEvent:
     data: dict[str, Any]
     prev_hash: str
     hash: str
+
+    @property
+    def decision(self) -> str | None:
+        """A decision event's verdict, kept in its own indexed column so the console can
+        filter on it (derived from `data`, which the hash covers)."""
+        value = self.data.get("decision")
+        return value if value in DECISIONS else None
 
     def chained_fields(self) -> dict[str, Any]:
         """The fields the hash covers: all of them but the hashes themselves."""

@@ -83,6 +83,7 @@ class User:
     roles: tuple[str, ...]
     status: Literal["active", "deactivated"]
     created_at: float
+    signed_out_at: float = 0.0  # a session signed in before it is over (sign-out everywhere)
 
 
 @dataclass(frozen=True, slots=True)

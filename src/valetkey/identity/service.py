@@ -213,6 +213,14 @@ class IdentityService:
         )
         return user
 
+    async def sign_out(self, user: User) -> float:
+        """End every session the user holds (a signed cookie cannot be recalled, so the
+        user row says from when on they count)."""
+        now = self._clock.now()
+        event = self._ev("user.logged_out", user.tenant_id, user_id=user.id)
+        await self._store.set_signed_out(user, now, [event])
+        return now
+
     async def deactivate_user(self, tenant_ref: str, email: str) -> tuple[User, list[Client]]:
         """Deactivate a user; the agents they sponsor keep working, flagged `needs_sponsor`."""
         user = await self.user(tenant_ref, email)

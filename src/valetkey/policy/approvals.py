@@ -43,6 +43,7 @@ class Approval:
     reason: str | None = None
     decided_at: float | None = None
     used_at: float | None = None
+    mandate: dict[str, Any] | None = None  # the task's (RFC 9396 detail), for the approver
 
     def to_json(self, issuer: str) -> dict[str, Any]:
         return {
@@ -123,6 +124,7 @@ class Approvals:
             delegation_key=caller.delegation_key, intent_hash=digest,
             intent=intent.to_json(), action_class=klass, status="pending",
             created_at=now, expires_at=now + self._ttl,
+            mandate=caller.mandate.to_detail() if caller.mandate else None,
         )  # fmt: skip
         planned = await self._planner(approval, caller) if self._planner else ()
         event = self._ev("approval.requested", approval, cid, notifications=len(planned))

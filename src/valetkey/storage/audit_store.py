@@ -184,6 +184,7 @@ def _values(event: StoredEvent) -> dict[str, Any]:
         "data": event.data,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "decision": event.decision,
     }
 
 

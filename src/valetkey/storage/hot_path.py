@@ -55,7 +55,7 @@ def context_sql(param: str) -> str:
 
 _EVENT_COLUMNS = (
     "tenant_id, seq, id, type, ts_us, correlation_id, outcome, reason, agent_id, user_id, "
-    "jti, data, prev_hash, hash"
+    "jti, data, prev_hash, hash, decision"
 )
 
 
@@ -111,6 +111,7 @@ def _row(event: StoredEvent, encode_data: bool = True) -> tuple[Any, ...]:
         orjson.dumps(event.data).decode() if encode_data else event.data,
         event.prev_hash,
         event.hash,
+        event.decision,
     )
 
 
@@ -145,7 +146,7 @@ class SqliteHotPath:
         self._lock_fd = os.open(path + ".audit-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._context_sql = context_sql("?")
         # The whole batch in one statement: one row per element of a JSON array.
-        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(14))
+        picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(15))
         self._insert_sql = (
             f"INSERT INTO audit_events ({_EVENT_COLUMNS}) "  # noqa: S608 (constant text)
             f"SELECT {picks} FROM json_each(?)"
@@ -282,13 +283,13 @@ class PostgresHotPath:
         self._known_heads: set[str] = set()
         # Insert the batch and move the heads in one round trip (arrays, one per column).
         types = ("text", "int8", "text", "text", "int8", "text", "text", "text", "text",
-                 "text", "text", "json", "text", "text")  # fmt: skip
+                 "text", "text", "json", "text", "text", "text")  # fmt: skip
         arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
         self._append_sql = (
             f"WITH ins AS (INSERT INTO audit_events ({_EVENT_COLUMNS}) "  # noqa: S608 (constant)
             f"SELECT * FROM unnest({arrays})) "
             "UPDATE audit_heads SET seq = h.seq, hash = h.hash "
-            "FROM unnest($15::text[], $16::int8[], $17::text[]) AS h(tenant_id, seq, hash) "
+            "FROM unnest($16::text[], $17::int8[], $18::text[]) AS h(tenant_id, seq, hash) "
             "WHERE audit_heads.tenant_id = h.tenant_id"
         )
 

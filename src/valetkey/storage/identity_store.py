@@ -127,6 +127,13 @@ class SqlIdentityStore:
             )
             await append_in(conn, self._db.is_sqlite, events)
 
+    async def set_signed_out(self, user: User, now: float, events: Events = ()) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                users.update().where(users.c.id == user.id).values(signed_out_at=now)
+            )
+            await append_in(conn, self._db.is_sqlite, events)
+
     async def deactivate_user(
         self, user: User, now: float, events_for: Callable[[list[Client]], Events]
     ) -> tuple[User, list[Client]]:

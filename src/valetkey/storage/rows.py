@@ -30,6 +30,7 @@ def user(row: Any) -> User:
         roles=tuple(row.roles),
         status=row.status,
         created_at=row.created_at,
+        signed_out_at=getattr(row, "signed_out_at", None) or 0.0,
     )
 
 

@@ -33,6 +33,7 @@ users = sa.Table(
     sa.Column("roles", sa.JSON, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.String(256), nullable=True),
+    sa.Column("signed_out_at", Time, nullable=True),  # sessions signed before it are dead
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
@@ -121,7 +122,13 @@ audit_events = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # data["decision"] of decision events, copied for the console's filter (not chained)
+    sa.Column("decision", sa.String(24), nullable=True),
     sa.Index("ix_audit_events_tenant_agent", "tenant_id", "agent_id", "seq"),
+    sa.Index("ix_audit_events_tenant_user", "tenant_id", "user_id", "seq"),
+    sa.Index("ix_audit_events_tenant_decision", "tenant_id", "decision", "seq"),
+    sa.Index("ix_audit_events_tenant_ts", "tenant_id", "ts_us"),
+    sa.Index("ix_audit_events_tenant_correlation", "tenant_id", "correlation_id", "seq"),
     sa.Index("ix_audit_events_tenant_type", "tenant_id", "type", "seq"),
     sa.Index("ix_audit_events_correlation", "correlation_id"),
 )
@@ -280,6 +287,7 @@ approvals = sa.Table(
     sa.Column("delegation_key", sa.String(128), nullable=True),
     sa.Column("intent_hash", sa.String(64), nullable=False),
     sa.Column("intent", sa.JSON, nullable=False),
+    sa.Column("mandate", sa.JSON, nullable=True),  # the task's, shown to the approver
     sa.Column("action_class", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # pending|approved|denied|used|expired
     sa.Column("decided_by", Id, nullable=True),

@@ -26,6 +26,7 @@ from valetkey.web import (
     authorize,
     authzen,
     connections,
+    console,
     errors,
     oauth_routes,
     registration,
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(authzen.router)
     app.include_router(connections.router)
     app.include_router(registration.router)
+    console.install(app)
     app.router.routes.append(Route("/mcp", mcp_endpoint(app.state), include_in_schema=False))
     app.add_middleware(oauth_routes.OAuthEndpoints)
     app.add_middleware(CorrelationMiddleware)  # outermost of ours: every response has the id

@@ -1,22 +1,14 @@
-"""`/oauth/authorize`: ValetKey's own user login and the consent screen (HTML, minimal; the
-console issue styles it). The rules live in `valetkey.oauth.authorize`; this module adds
-cookies, forms and pages.
+"""`/oauth/authorize`: ValetKey's own user login and the consent screen. The rules live in
+`valetkey.oauth.authorize`; this module adds cookies, forms and pages.
 
-Two cookies, both HttpOnly: `vk_csrf` (random, double-submitted in every form) and
-`vk_session` (the signed-in user, HMAC-signed with a key derived from the master key, so
-every node accepts it). A page never holds a secret; the password goes straight to
-argon2id and nowhere else.
+Two cookies, both HttpOnly: `vk_csrf` (random, double-submitted in every form) and the
+sign-in session of `valetkey.web.session`.
 """
 
-import base64
-import hashlib
-import hmac
-import secrets
 from html import escape
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -36,22 +28,28 @@ from valetkey.oauth.authorize import (
 from valetkey.oauth.client_documents import ClientDocumentError, is_document_url
 from valetkey.oauth.delegated import mandate_for
 from valetkey.oauth.errors import OAuthError
-from valetkey.policy.limits import Charge
 from valetkey.runtime import Runtime
 from valetkey.web.correlation import correlation_id
+from valetkey.web.session import (
+    CSRF_COOKIE,
+    PAGE_HEADERS,
+    browser_csrf,
+    count_failure,
+    form_token,
+    form_token_ok,
+    login_locked,
+    session_user,
+    set_csrf,
+    set_session,
+    sign_session,
+)
 
 router = APIRouter()
-CSRF_COOKIE = "vk_csrf"
-SESSION_COOKIE = "vk_session"
 MAX_QUERY = 8192
 _PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "X-Frame-Options": "DENY",
+    **PAGE_HEADERS,
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
 }
 _PARAMS_DOC = [
     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -76,92 +74,8 @@ _FORM_DOC = {
 }
 
 
-# cookies -------------------------------------------------------------------------------------
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _session_key(runtime: Runtime) -> bytes:
-    return runtime.master_key.derive("session-cookie")
-
-
-def mac(runtime: Runtime, *parts: str) -> str:
-    data = "\x00".join(parts).encode()
-    return _b64(hmac.new(_session_key(runtime), data, hashlib.sha256).digest())
-
-
-async def _password_generation(runtime: Runtime, user_id: str) -> str:
-    """Changes whenever the password does, so a new password ends every open session."""
-    stored = await runtime.identity_store.password_hash(user_id)
-    return mac(runtime, "password", stored or "")[:22]
-
-
-async def _sign_session(runtime: Runtime, user: User, now: float) -> str:
-    expires = int(now) + runtime.settings.session_ttl
-    generation = await _password_generation(runtime, user.id)
-    payload = _b64(orjson.dumps({"u": user.id, "t": user.tenant_id, "e": expires, "g": generation}))
-    return payload + "." + mac(runtime, "session", payload)
-
-
-async def _session_user(request: Request, runtime: Runtime, tenant_id: str) -> User | None:
-    """The signed-in user of this tenant, if the cookie is genuine and fresh, the password
-    has not changed since, and the user is active."""
-    raw = request.cookies.get(SESSION_COOKIE, "")
-    payload, _, tag = raw.partition(".")
-    if not payload or not hmac.compare_digest(
-        tag.encode(), mac(runtime, "session", payload).encode()
-    ):
-        return None
-    try:
-        data = orjson.loads(_unb64(payload))
-        user_id, expires = str(data["u"]), float(data["e"])
-    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        return None
-    if data.get("t") != tenant_id or expires <= runtime.clock.now():
-        return None
-    user = await runtime.delegation_store.user_by_id(user_id)
-    if user is None or user.status != "active":
-        return None
-    generation = await _password_generation(runtime, user.id)
-    return user if hmac.compare_digest(str(data.get("g", "")), generation) else None
-
-
-async def signed_in_user(request: Request, runtime: Runtime) -> User | None:
-    """The user of the request's sign-in cookie, whatever their tenant."""
-    payload = request.cookies.get(SESSION_COOKIE, "").partition(".")[0]
-    try:
-        tenant_id = str(orjson.loads(_unb64(payload))["t"])
-    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        return None
-    return await _session_user(request, runtime, tenant_id)
-
-
-def secure_cookies(runtime: Runtime) -> bool:
-    return runtime.settings.issuer.startswith("https://")
-
-
-def _csrf(request: Request) -> str:
-    """The browser's CSRF cookie value (a new random one when it has none)."""
-    token = request.cookies.get(CSRF_COOKIE, "")
-    return token if len(token) == 43 else secrets.token_urlsafe(32)
-
-
-def _form_token(runtime: Runtime, cookie: str, query: str) -> str:
-    """What the form must send back: an HMAC of the cookie and this very request, so a
-    cookie planted from a sibling domain is useless without the server's key."""
-    return mac(runtime, "csrf", cookie, query)
-
-
 def _with_csrf(response: Response, runtime: Runtime, token: str) -> Response:
-    response.set_cookie(
-        CSRF_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies(runtime),
-        path="/oauth/authorize",
-    )  # fmt: skip
-    return response
+    return set_csrf(response, runtime, token, "/oauth/authorize")
 
 
 # pages ---------------------------------------------------------------------------------------
@@ -254,20 +168,6 @@ def _error_page(exc: AuthorizeError) -> HTMLResponse:
     return _page("Request refused", body, 400)
 
 
-# throttling --------------------------------------------------------------------------------
-MAX_LOGIN_FAILURES = 10
-LOGIN_WINDOW = 900
-
-
-def _login_throttle(tenant_id: str, email: str, now: float) -> tuple[str, int, float]:
-    """The counter of failed sign-ins for one account in this 15-minute window (the lock
-    counts this window and the last, so it never resets at a boundary): exact on every
-    node (the same counters as agents' limits); the address is hashed."""
-    start = int(now // LOGIN_WINDOW) * LOGIN_WINDOW
-    digest = hashlib.sha256(f"{tenant_id}:{email}".encode()).hexdigest()[:32]
-    return f"login:{digest}", start, float(start + LOGIN_WINDOW)
-
-
 # flow ----------------------------------------------------------------------------------------
 class _Flow:
     """One request to the endpoint: the runtime, the parsed request and its query."""
@@ -278,7 +178,7 @@ class _Flow:
         self.req = req
         self.query = query
         self.cid = correlation_id(request.scope)
-        self.csrf = _csrf(request)
+        self.csrf = browser_csrf(request)
 
     @property
     def issuer(self) -> str:
@@ -286,7 +186,7 @@ class _Flow:
 
     @property
     def form_token(self) -> str:
-        return _form_token(self.runtime, self.csrf, self.query)
+        return form_token(self.runtime, self.csrf, self.query)
 
     def back(self, **params: str) -> Response:
         response = RedirectResponse(self.req.redirect(self.issuer, **params), 303)
@@ -437,7 +337,7 @@ async def authorize(request: Request) -> Response:
     flow = await _flow(request, request.url.query)
     if isinstance(flow, Response):
         return flow
-    user = await _session_user(request, flow.runtime, flow.req.tenant.id)
+    user = await session_user(request, flow.runtime, flow.req.tenant.id)
     if user is None or flow.req.prompt == "login":
         return _with_csrf(
             _login_page(flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
@@ -455,8 +355,7 @@ async def authorize_post(request: Request) -> Response:
         form = {}
     runtime: Runtime = request.app.state.runtime
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    expected = _form_token(runtime, cookie, form.get("q", ""))
-    if not cookie or not hmac.compare_digest(expected.encode(), form.get("csrf", "").encode()):
+    if not form_token_ok(runtime, cookie, form.get("q", ""), form.get("csrf", "")):
         return _error_page(AuthorizeError("invalid_request", "the form expired; start again"))
     flow = await _flow(request, form.get("q", ""))
     if isinstance(flow, Response):
@@ -464,24 +363,19 @@ async def authorize_post(request: Request) -> Response:
     action = form.get("action")
     if action == "login":
         email = form.get("email", "")[:320].strip().lower()
-        throttle = _login_throttle(flow.req.tenant.id, email, flow.runtime.clock.now())
-        usage = flow.runtime.usage_store
-        previous = (throttle[0], throttle[1] - LOGIN_WINDOW)  # this window and the last
-        seen = await usage.read_counters(flow.req.tenant.id, [throttle[:2], previous])
-        failures = sum(seen.values())
-        if failures >= MAX_LOGIN_FAILURES:
+        locked = await login_locked(flow.runtime, flow.req.tenant.id, email)
+        if locked:
             await flow.audit("user.login_failed", None, "too many failed sign-ins")
-            wait = max(1, int(throttle[2] - flow.runtime.clock.now()) // 60 + 1)
-            message = f"Too many failed sign-ins. Try again in {wait} minutes."
+            message = f"Too many failed sign-ins. Try again in {int(locked) // 60 + 1} minutes."
             page = _login_page(flow.req, flow.query, flow.form_token, message)
             page.status_code = 429
-            page.headers["Retry-After"] = str(int(throttle[2] - flow.runtime.clock.now()) + 1)
+            page.headers["Retry-After"] = str(int(locked) + 1)
             return _with_csrf(page, flow.runtime, flow.csrf)
         user = await flow.runtime.identity(flow.cid).check_login(
             flow.req.tenant.id, email, form.get("password", "")
         )
         if user is None:
-            await usage.charge(flow.req.tenant.id, [Charge(*throttle, 1, None)])
+            await count_failure(flow.runtime, flow.req.tenant.id, email)
             await flow.audit("user.login_failed", None, "wrong email or password")
             return _with_csrf(
                 _login_page(flow.req, flow.query, flow.form_token, "Wrong email or password."),
@@ -489,14 +383,11 @@ async def authorize_post(request: Request) -> Response:
             )  # fmt: skip
         await flow.audit("user.logged_in", user.id)
         response = await flow.after_login(user)
-        # Path "/": the connect flow (and the console) read it too.
-        response.set_cookie(
-            SESSION_COOKIE, await _sign_session(flow.runtime, user, flow.runtime.clock.now()),
-            max_age=flow.runtime.settings.session_ttl, httponly=True, samesite="lax",
-            secure=secure_cookies(flow.runtime), path="/",
-        )  # fmt: skip
+        set_session(
+            response, flow.runtime, await sign_session(flow.runtime, user, flow.runtime.clock.now())
+        )
         return response
-    user = await _session_user(request, flow.runtime, flow.req.tenant.id)
+    user = await session_user(request, flow.runtime, flow.req.tenant.id)
     if user is None:
         return _with_csrf(
             _login_page(flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf

@@ -11,7 +11,7 @@ import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from valetkey.clock import iso
 from valetkey.errors import Forbidden
@@ -20,9 +20,9 @@ from valetkey.runtime import Runtime
 from valetkey.vault.platform import PlatformError, PlatformRefused
 from valetkey.vault.service import CONNECT_TTL, ConnectFlow, ConnectFlowError
 from valetkey.web import v1
-from valetkey.web.authorize import mac, secure_cookies, signed_in_user
 from valetkey.web.correlation import correlation_id
 from valetkey.web.errors import NO_STORE, json_response, problem
+from valetkey.web.session import mac, secure_cookies, signed_in_user
 
 router = APIRouter(prefix="/v1/connections", tags=["connections"])
 STATE_COOKIE = "vk_connect"
@@ -110,11 +110,7 @@ async def callback(
     if _wants_json(request):
         response = json_response(view, 200, NO_STORE)
     else:
-        response = HTMLResponse(
-            "<!doctype html><title>Connected</title><main><h1>Connected</h1>"
-            f"<p>{connection.provider} is connected. Agents you delegate to can now use it "
-            "through ValetKey; they never see its tokens.</p></main>",
-            headers=NO_STORE,
-        )
+        # A person in a browser: back to the console, which says it is done.
+        response = RedirectResponse("/console/connections?done=connected", 303, NO_STORE)
     response.delete_cookie(STATE_COOKIE, path=CALLBACK)
     return response

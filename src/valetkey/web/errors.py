@@ -51,6 +51,19 @@ def _is_oauth(request: Request) -> bool:
     return request.url.path.startswith("/oauth/")
 
 
+def _console(request: Request, status: int, title: str, detail: str) -> Response | None:
+    """A console page's error is a page; everything else is JSON."""
+    if not request.url.path.startswith("/console"):
+        return None
+    from valetkey.web.console import error_page  # the console imports this module
+
+    return error_page(request, status, title, detail)
+
+
+_TITLES = {400: "That did not work", 403: "Not for you", 404: "Not found",
+           405: "Not allowed", 409: "Already changed", 500: "Something went wrong"}  # fmt: skip
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(OAuthError)
     async def _oauth(request: Request, exc: OAuthError) -> Response:
@@ -59,6 +72,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ValetKeyError)
     async def _service(request: Request, exc: ValetKeyError) -> Response:
         status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
+        page = _console(request, status, _TITLES.get(status, "That did not work"), str(exc))
+        if page is not None:
+            return page
         return problem(status, exc.code, exc.__class__.__name__, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -66,6 +82,10 @@ def install(app: FastAPI) -> None:
         if _is_oauth(request):
             body = {"error": "invalid_request", "error_description": str(exc.detail)}
             return json_response(body, exc.status_code, {**NO_STORE, **(exc.headers or {})})
+        page = _console(request, exc.status_code, _TITLES.get(exc.status_code, "Error"),
+                        str(exc.detail))  # fmt: skip
+        if page is not None:
+            return page
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         response = problem(exc.status_code, code, str(exc.detail))
         response.headers.update(exc.headers or {})
@@ -77,6 +97,9 @@ def install(app: FastAPI) -> None:
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
             for e in exc.errors()
         ]
+        page = _console(request, 400, _TITLES[400], "the request is malformed")
+        if page is not None:
+            return page
         return problem(400, "invalid_request", "Invalid request", "see errors", errors=errors)
 
     @app.exception_handler(Exception)
@@ -84,4 +107,7 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         if _is_oauth(request):
             return json_response({"error": "server_error"}, 500, NO_STORE)
+        page = _console(request, 500, _TITLES[500], "the error is logged; try again")
+        if page is not None:
+            return page
         return problem(500, "server_error", "Internal error")
