@@ -44,6 +44,13 @@ if [ ! -d "$CONFORMANCE/node_modules" ] || [ "$CONFORMANCE/package-lock.json" -n
   npm ci --prefix "$CONFORMANCE" --no-audit --no-fund --loglevel=error >/dev/null
   touch "$CONFORMANCE/node_modules"
 fi
+# axe-core, injected into each console page by the accessibility tests, the same way.
+AXE=tests/support/axe
+if [ ! -d "$AXE/node_modules" ] || [ "$AXE/package-lock.json" -nt "$AXE/node_modules" ]; then
+  echo "== npm ci ($AXE)"
+  npm ci --prefix "$AXE" --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$AXE/node_modules"
+fi
 
 echo "== ruff"
 "$BIN/ruff" check src tests bench examples

@@ -208,7 +208,7 @@ def test_dynamic_registration_sign_in_consent_then_the_gateway(
     assert registered.scope is not None and registered.scope.split() == list(MCP_SCOPES)
     waiting, consent = person.pages
     assert "awaits an admin" in waiting and approved[0]["status"] == "active"
-    granted, withheld = consent.split("Not granted (you do not hold them)")
+    granted, withheld = consent.split("<dt>Not granted</dt>")
     assert agent_id in granted and "<code>mcp:delete</code>" in granted
     assert "<code>mcp:write</code>" in withheld and "<code>mcp:write</code>" not in granted
     assert person.answers[0]["iss"] == fresh.issuer

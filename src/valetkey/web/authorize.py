@@ -5,7 +5,6 @@ Two cookies, both HttpOnly: `vk_csrf` (random, double-submitted in every form) a
 sign-in session of `valetkey.web.session`.
 """
 
-from html import escape
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,10 +28,10 @@ from valetkey.oauth.client_documents import ClientDocumentError, is_document_url
 from valetkey.oauth.delegated import mandate_for
 from valetkey.oauth.errors import OAuthError
 from valetkey.runtime import Runtime
+from valetkey.web.console.base import AUTHORIZE_HEADERS, render, span
 from valetkey.web.correlation import correlation_id
 from valetkey.web.session import (
     CSRF_COOKIE,
-    PAGE_HEADERS,
     browser_csrf,
     count_failure,
     form_token,
@@ -46,11 +45,6 @@ from valetkey.web.session import (
 
 router = APIRouter()
 MAX_QUERY = 8192
-_PAGE_HEADERS = {
-    **PAGE_HEADERS,
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-}
 _PARAMS_DOC = [
     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
     for name in ("response_type", "client_id", "redirect_uri", "scope", "state", "resource",
@@ -79,93 +73,21 @@ def _with_csrf(response: Response, runtime: Runtime, token: str) -> Response:
 
 
 # pages ---------------------------------------------------------------------------------------
-_STYLE = (
-    "body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem}"
-    "dt{font-weight:600}dd{margin:0 0 .6rem}code{background:#f3f3f3;padding:0 .2rem}"
-    "input{display:block;margin:.2rem 0 .8rem;padding:.4rem;width:100%}"
-    "button{padding:.5rem 1.2rem;margin-right:.6rem}.error{color:#a00}"
-)
-
-
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    html = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)} · ValetKey</title><style>{_STYLE}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
-    )
-    return HTMLResponse(html, status, headers=_PAGE_HEADERS)
-
-
-def _hidden(query: str, csrf: str) -> str:
-    return (
-        f'<input type="hidden" name="q" value="{escape(query)}">'
-        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
-    )
-
-
-def _login_page(req: AuthorizationRequest, query: str, csrf: str, error: str = "") -> HTMLResponse:
-    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
-    body = (
-        f"<p>Sign in to {escape(req.tenant.name)} to continue to "
-        f"<strong>{escape(req.client.name)}</strong>.</p>{message}"
-        f'<form method="post" action="/oauth/authorize">{_hidden(query, csrf)}'
-        '<label>Email<input name="email" type="email" autocomplete="username" required></label>'
-        '<label>Password<input name="password" type="password" '
-        'autocomplete="current-password" required></label>'
-        '<button name="action" value="login" type="submit">Sign in</button></form>'
-    )
-    return _page("Sign in", body, 401 if error else 200)
-
-
-def _list(items: list[str]) -> str:
-    return "<ul>" + "".join(f"<li><code>{escape(i)}</code></li>" for i in items) + "</ul>"
-
-
-def _consent_page(
-    req: AuthorizationRequest,
-    user: User,
-    sponsor: str | None,
-    granted: list[str],
-    withheld: list[str],
-    query: str,
-    csrf: str,
+def _login_page(
+    request: Request, req: AuthorizationRequest, query: str, csrf: str, error: str = ""
 ) -> HTMLResponse:
-    agent = req.client
-    mandate = ""
-    if req.mandate is not None:
-        said = req.mandate.user_request
-        mandate = (
-            "<dt>For this task</dt><dd>actions " + _list(list(req.mandate.actions))
-            + "on " + _list(list(req.mandate.locations))
-            + (f"<blockquote>{escape(said)}</blockquote>" if said else "") + "</dd>"
-        )  # fmt: skip
-    missing = (
-        f"<dt>Not granted (you do not hold them)</dt><dd>{_list(withheld)}</dd>" if withheld else ""
-    )
-    body = (
-        f"<p>Signed in as <strong>{escape(user.email)}</strong>.</p>"
-        f"<p>The agent <strong>{escape(agent.name)}</strong> asks to act on your behalf.</p>"
-        f"<dl><dt>Agent</dt><dd>{escape(agent.name)} (<code>{escape(agent.id)}</code>)</dd>"
-        f"<dt>Address</dt><dd>{escape(agent.address or '')}</dd>"
-        f"<dt>Sponsor</dt><dd>{escape(sponsor or 'none')}</dd>"
-        + (f"<dt>What it does</dt><dd>{escape(agent.description)}</dd>"
-           if agent.description else "")
-        + f"<dt>Resource</dt><dd><code>{escape(req.audience)}</code></dd>"
-        f"<dt>Scopes</dt><dd>{_list(granted)}</dd>{missing}{mandate}</dl>"
-        f'<form method="post" action="/oauth/authorize">{_hidden(query, csrf)}'
-        '<button name="action" value="allow" type="submit">Allow</button>'
-        '<button name="action" value="deny" type="submit">Deny</button></form>'
+    return render(
+        request, None, "authorize_login.html", 401 if error else 200, AUTHORIZE_HEADERS,
+        title="Sign in", tenant_name=req.tenant.name, client_name=req.client.name,
+        query=query, csrf=csrf, error=error,
     )  # fmt: skip
-    return _page("Allow this agent?", body)
 
 
-def _error_page(exc: AuthorizeError) -> HTMLResponse:
-    body = (
-        f"<p>This sign-in request cannot go on.</p><p><code>{escape(exc.error)}</code>: "
-        f"{escape(exc.description)}</p>"
-    )
-    return _page("Request refused", body, 400)
+def _error_page(request: Request, exc: AuthorizeError) -> HTMLResponse:
+    return render(
+        request, None, "error.html", 400, AUTHORIZE_HEADERS, title="Request refused",
+        detail=f"This sign-in request cannot go on: {exc.error}: {exc.description}",
+    )  # fmt: skip
 
 
 # flow ----------------------------------------------------------------------------------------
@@ -220,9 +142,17 @@ class _Flow:
             return await self.issue_code(user, existing, self.req.scopes)
         granted, withheld = await self.grantable(user)
         sponsor = await self.runtime.delegation_store.user_by_id(self.req.client.sponsor_id or "")
-        page = _consent_page(
-            self.req, user, sponsor.email if sponsor else None, granted, withheld,
-            self.query, self.form_token,
+        settings = self.runtime.settings
+        page = render(
+            self.request, None, "consent.html", 200, AUTHORIZE_HEADERS,
+            title="Allow this agent?", user_email=user.email, agent=self.req.client,
+            sponsor=sponsor.email if sponsor else None, granted=granted, withheld=withheld,
+            audience=self.req.audience,
+            mandate=self.req.mandate.to_detail() if self.req.mandate else None,
+            lifetime=span(settings.refresh_token_ttl),
+            token_lifetime=span(min(settings.access_token_ttl,
+                                    self.req.tenant.settings.max_token_lifetime)),
+            query=self.query, csrf=self.form_token,
         )  # fmt: skip
         return _with_csrf(page, self.runtime, self.csrf)
 
@@ -323,11 +253,11 @@ async def _flow(request: Request, query: str) -> "_Flow | Response":
         req = parse_request(ctx, redirect_uri, params, resources, runtime.settings.issuer)
     except AuthorizeError as exc:
         if exc.request is None:
-            return _error_page(exc)
+            return _error_page(request, exc)
         flow = _Flow(request, runtime, exc.request, query)
         return flow.back(error=exc.error, error_description=exc.description)
     except ValueError:
-        return _error_page(AuthorizeError("invalid_request", "malformed query string"))
+        return _error_page(request, AuthorizeError("invalid_request", "malformed query string"))
     return _Flow(request, runtime, req, query)
 
 
@@ -340,7 +270,7 @@ async def authorize(request: Request) -> Response:
     user = await session_user(request, flow.runtime, flow.req.tenant.id)
     if user is None or flow.req.prompt == "login":
         return _with_csrf(
-            _login_page(flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
+            _login_page(request, flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
         )
     return await flow.after_login(user)
 
@@ -356,7 +286,9 @@ async def authorize_post(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not form_token_ok(runtime, cookie, form.get("q", ""), form.get("csrf", "")):
-        return _error_page(AuthorizeError("invalid_request", "the form expired; start again"))
+        return _error_page(
+            request, AuthorizeError("invalid_request", "the form expired; start again")
+        )
     flow = await _flow(request, form.get("q", ""))
     if isinstance(flow, Response):
         return flow
@@ -367,7 +299,7 @@ async def authorize_post(request: Request) -> Response:
         if locked:
             await flow.audit("user.login_failed", None, "too many failed sign-ins")
             message = f"Too many failed sign-ins. Try again in {int(locked) // 60 + 1} minutes."
-            page = _login_page(flow.req, flow.query, flow.form_token, message)
+            page = _login_page(request, flow.req, flow.query, flow.form_token, message)
             page.status_code = 429
             page.headers["Retry-After"] = str(int(locked) + 1)
             return _with_csrf(page, flow.runtime, flow.csrf)
@@ -377,10 +309,9 @@ async def authorize_post(request: Request) -> Response:
         if user is None:
             await count_failure(flow.runtime, flow.req.tenant.id, email)
             await flow.audit("user.login_failed", None, "wrong email or password")
-            return _with_csrf(
-                _login_page(flow.req, flow.query, flow.form_token, "Wrong email or password."),
-                flow.runtime, flow.csrf,
-            )  # fmt: skip
+            wrong = "Wrong email or password."
+            page = _login_page(request, flow.req, flow.query, flow.form_token, wrong)
+            return _with_csrf(page, flow.runtime, flow.csrf)
         await flow.audit("user.logged_in", user.id)
         response = await flow.after_login(user)
         set_session(
@@ -390,11 +321,11 @@ async def authorize_post(request: Request) -> Response:
     user = await session_user(request, flow.runtime, flow.req.tenant.id)
     if user is None:
         return _with_csrf(
-            _login_page(flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
+            _login_page(request, flow.req, flow.query, flow.form_token), flow.runtime, flow.csrf
         )
     if action == "deny":
         await flow.audit("consent.denied", user.id)
         return flow.back(error="access_denied", error_description="the user declined")
     if action == "allow" and flow.req.client.is_agent:
         return await flow.consent(user)
-    return _error_page(AuthorizeError("invalid_request", "unknown action"))
+    return _error_page(request, AuthorizeError("invalid_request", "unknown action"))

@@ -34,6 +34,9 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 HEADERS = {**PAGE_HEADERS, "Content-Security-Policy": CSP}
+# /oauth/authorize ends by sending the browser to the agent's redirect URI after a form
+# post, which `form-action 'self'` would block: its pages leave that one directive out.
+AUTHORIZE_HEADERS = {**HEADERS, "Content-Security-Policy": CSP.replace("form-action 'self'; ", "")}
 _HERE = Path(__file__).parent
 env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(_HERE / "templates"),
@@ -134,13 +137,18 @@ def _origin(issuer: str) -> str:
 
 
 def render(
-    request: Request, who: Viewer | None, template: str, status: int = 200, **context: Any
+    request: Request,
+    who: Viewer | None,
+    template: str,
+    status: int = 200,
+    headers: dict[str, str] = HEADERS,
+    **context: Any,
 ) -> HTMLResponse:
     context.setdefault("request_message", MESSAGES.get(request.query_params.get("done", ""), ""))
     page = env.get_template(template).render(
         viewer=who, path=request.url.path, now=time.time(), **context
     )
-    return HTMLResponse(page, status, headers=HEADERS)
+    return HTMLResponse(page, status, headers=headers)
 
 
 # What a page says after a form did its work (Post/Redirect/Get): a code in the query
@@ -188,15 +196,15 @@ def _iso(ts: float | None) -> str:
 def _ago(ts: float | None) -> str:
     if not ts:
         return "never"
-    return _span(time.time() - ts) + " ago"
+    return span(time.time() - ts) + " ago"
 
 
 def _left(ts: float) -> str:
     seconds = ts - time.time()
-    return "expired" if seconds <= 0 else _span(seconds) + " left"
+    return "expired" if seconds <= 0 else span(seconds) + " left"
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -204,7 +212,8 @@ def _span(seconds: float) -> str:
         return f"{seconds // 60} min"
     if seconds < 86400:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d"
+    days = seconds // 86400
+    return "1 day" if days == 1 else f"{days} days"
 
 
 def plain_action(action: str) -> str:
