@@ -16,6 +16,7 @@ from valetkey.errors import InvalidInput
 from valetkey.identity.delegations import DelegationService
 from valetkey.identity.registration import ClientMetadata
 from valetkey.identity.service import IdentityService
+from valetkey.identity.sso import ConsoleLogin
 from valetkey.ids import new_id
 from valetkey.mcp.upstreams import McpUpstreams
 from valetkey.notify.messages import approval_payload, connection_payload
@@ -31,6 +32,7 @@ from valetkey.oauth.grants.token_exchange import TokenExchangeGrant
 from valetkey.oauth.keys import KeyManager
 from valetkey.oauth.remote_keys import RemoteKeySets
 from valetkey.oauth.server import OAuthServer
+from valetkey.oauth.sso import SsoClient
 from valetkey.oauth.verification import LocalTokens
 from valetkey.policy.approvals import Approval, Approvals
 from valetkey.policy.authorizer import Authorizer
@@ -53,6 +55,7 @@ from valetkey.storage.policy_store import SqlPolicyStore
 from valetkey.storage.provider_store import SqlProviderStore
 from valetkey.storage.sealed import count_sealed, rewrap_all
 from valetkey.storage.session_store import SqlSessionStore
+from valetkey.storage.sso_store import SqlSsoStore
 from valetkey.storage.usage_store import SqlUsageStore
 from valetkey.vault.cipher import Envelope, LocalKey, generate_master_key_text, load_kms
 from valetkey.vault.connections import Connection
@@ -158,6 +161,19 @@ class Runtime:
         return DelegationService(
             self.identity(correlation_id), self.delegation_store, self.clock, correlation_id
         )
+
+    def console_login(self, correlation_id: str) -> ConsoleLogin:
+        return ConsoleLogin(self.delegations(correlation_id), self.sso_store, self.clock,
+                            correlation_id)  # fmt: skip
+
+    @functools.cached_property
+    def sso_store(self) -> SqlSsoStore:
+        return SqlSsoStore(self.db, self.envelope)
+
+    @functools.cached_property
+    def sso(self) -> SsoClient:
+        """Signing people in to the console through a trusted issuer (one key cache)."""
+        return SsoClient(RemoteKeySets(self.clock))
 
     def identity(self, correlation_id: str) -> IdentityService:
         return IdentityService(

@@ -20,7 +20,7 @@ def person(setup: TenantSetup, email: str, role: str | None = None) -> None:
 
 def sign_in(page: Page, base_url: str, tenant: str, email: str, path: str = "/console") -> None:
     page.goto(f"{base_url}/console/login?next={path}")
-    page.get_by_label("Organization").fill(tenant)
+    page.get_by_label("Organization", exact=True).fill(tenant)
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()

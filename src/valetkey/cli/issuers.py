@@ -1,5 +1,7 @@
 """`valetkey issuers`: the company IdPs whose assertions identify a tenant's users."""
 
+import sys
+
 import typer
 
 from valetkey.cli import views
@@ -7,11 +9,14 @@ from valetkey.cli.common import (
     JsonOpt,
     TenantOpt,
     delegation_service,
+    fail,
     fields,
     print_json,
     run,
+    runtime,
     table,
 )
+from valetkey.ids import new_id
 
 app = typer.Typer(help="Trusted identity-assertion issuers.", no_args_is_help=True)
 
@@ -34,6 +39,39 @@ def add(
             print_json(views.issuer(record))
         else:
             fields("Issuer trusted", views.issuer(record))
+
+    run(go)
+
+
+@app.command("login")
+def login(
+    issuer: str = typer.Argument(..., help="A trusted issuer (issuers add) of the tenant."),
+    tenant: str = TenantOpt,
+    client_id: str = typer.Option(..., "--client-id", help="ValetKey's client at the issuer."),
+    client_secret_stdin: bool = typer.Option(
+        False, "--client-secret-stdin", help="Read the client secret from stdin (required)."
+    ),
+    label: str = typer.Option(None, "--label", help="The button's text, e.g. 'Acme SSO'."),
+    json: bool = JsonOpt,
+) -> None:
+    """Let the tenant's people sign in to the console through this issuer (OpenID Connect,
+    code + PKCE). Register the printed redirect URI at the issuer; users must already exist,
+    named by the issuer's claim."""
+    if not client_secret_stdin:
+        fail("give --client-secret-stdin and pipe the secret in (never on the command line)")
+    secret = sys.stdin.readline().strip()
+
+    async def go() -> None:
+        async with runtime() as rt:
+            record = await rt.console_login(new_id("cor")).enable(
+                tenant, issuer, client_id, secret, label
+            )
+            redirect_uri = f"{rt.settings.issuer}/console/login/sso/callback"
+        view = {**views.issuer(record), "redirect_uri": redirect_uri}
+        if json:
+            print_json(view)
+        else:
+            fields("Console sign-in enabled", view)
 
     run(go)
 

@@ -98,6 +98,9 @@ def issuer(i: TrustedIssuer) -> dict[str, Any]:
         "jwks_uri": i.jwks_uri,
         "audience": i.audience,
         "claim": i.claim,
+        "console_login": {"client_id": i.login_client_id, "label": i.login_label}
+        if i.login_client_id
+        else None,
     }
 
 

@@ -181,6 +181,8 @@ class TrustedIssuer:
     audience: str | None
     claim: str
     created_at: float
+    login_client_id: str | None = None  # set: people may sign in to the console through it
+    login_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

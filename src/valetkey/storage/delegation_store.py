@@ -19,8 +19,9 @@ Events = Sequence[AuditEvent]
 
 def _issuer(row: Any) -> TrustedIssuer:
     return TrustedIssuer(
-        row.id, row.tenant_id, row.issuer, row.jwks_uri, row.audience, row.claim, row.created_at
-    )
+        row.id, row.tenant_id, row.issuer, row.jwks_uri, row.audience, row.claim, row.created_at,
+        getattr(row, "login_client_id", None), getattr(row, "login_label", None),
+    )  # fmt: skip
 
 
 def _delegation(row: Any) -> Delegation:

@@ -12,6 +12,7 @@ from valetkey.storage.tables import (
     connect_states,
     connections,
     instance_secrets,
+    issuers,
     providers,
     signing_keys,
     webhooks,
@@ -36,6 +37,9 @@ SEALED = (
     SealedColumn(connections, "id", "tokens", lambda ident: f"connections/{ident}/tokens"),
     SealedColumn(connect_states, "id", "verifier", lambda ident: f"connect_states/{ident}"),
     SealedColumn(instance_secrets, "name", "secret", lambda name: f"instance_secrets/{name}"),
+    SealedColumn(
+        issuers, "id", "login_client_secret", lambda ident: f"issuers/{ident}/login_client_secret"
+    ),
 )
 
 

@@ -151,6 +151,10 @@ issuers = sa.Table(
     sa.Column("audience", sa.String(2048), nullable=True),
     sa.Column("claim", sa.String(64), nullable=False),
     sa.Column("created_at", Time, nullable=False),
+    # Console sign-in through this issuer (OpenID Connect): its client, the secret sealed.
+    sa.Column("login_client_id", sa.String(255), nullable=True),
+    sa.Column("login_client_secret", sa.Text, nullable=True),
+    sa.Column("login_label", sa.String(80), nullable=True),
     sa.UniqueConstraint("tenant_id", "issuer", name="uq_issuers_tenant_issuer"),
 )
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from valetkey.web.console import agents, approvals, audit, auth, people, policies
+from valetkey.web.console import agents, approvals, audit, auth, people, policies, sso
 from valetkey.web.console.base import SignInNeeded, redirect, render
 
 _STATIC = Path(__file__).parent / "static"
@@ -32,7 +32,7 @@ async def static_file(name: str) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, approvals, people, agents, audit, policies):
+    for module in (auth, sso, approvals, people, agents, audit, policies):
         app.include_router(module.router)
     app.include_router(static)
 

@@ -49,16 +49,33 @@ async def home(request: Request) -> Response:
     return redirect(home_of(await viewer(request)))
 
 
-def _login_page(
+_SSO_ERRORS = {
+    "unavailable": "This organization has no company sign-in. Use your ValetKey password.",
+    "unreachable": "The company sign-in service does not answer. Try again, or use your password.",
+    "expired": "The sign-in took too long or began in another browser. Start again.",
+    "refused": "The company sign-in did not complete. Start again.",
+    "unknown": "That company account is not a user of this organization. Ask an admin.",
+}
+
+
+async def _login_page(
     request: Request, csrf: str, status: int = 200, error: str = "", **values: str
 ) -> Response:
     runtime = runtime_of(request)
+    tenant = values.get("tenant") or request.query_params.get("tenant", "")
+    issuers = []
+    if tenant:  # the company sign-in buttons of the organization the link or form named
+        try:
+            found = await runtime.identity_store.find_tenant(tenant[:128])
+            issuers = await runtime.console_login(cid(request)).issuers(found.id)
+        except NotFound:
+            pass
     page = render(
-        request, None, "login.html", status, error=error,
+        request, None, "login.html", status,
+        error=error or _SSO_ERRORS.get(request.query_params.get("sso", ""), ""),
         csrf=form_token(runtime, csrf, _LOGIN),
         next=safe_next(values.get("next") or request.query_params.get("next", "")),
-        tenant=values.get("tenant") or request.query_params.get("tenant", ""),
-        email=values.get("email", ""), issuers=[],
+        tenant=tenant, email=values.get("email", ""), issuers=issuers,
     )  # fmt: skip
     return set_csrf(page, runtime, csrf, "/console")
 
@@ -68,7 +85,7 @@ async def login_form(request: Request) -> Response:
     runtime = runtime_of(request)
     if await signed_in_user(request, runtime) is not None:
         return redirect(safe_next(request.query_params.get("next", "")))
-    return _login_page(request, browser_csrf(request))
+    return await _login_page(request, browser_csrf(request))
 
 
 @router.post("/login")
@@ -85,7 +102,7 @@ async def login(request: Request) -> Response:
     email = fields.get("email", "")[:320].strip().lower()
     again = {"tenant": tenant_ref, "email": email, "next": fields.get("next", "")}
     if not form_token_ok(runtime, cookie, _LOGIN, fields.get("csrf", "")):
-        return _login_page(request, csrf, 400, "The form expired. Sign in again.", **again)
+        return await _login_page(request, csrf, 400, "The form expired. Sign in again.", **again)
     tenant: Tenant | None
     try:
         tenant = await runtime.identity_store.find_tenant(tenant_ref) if tenant_ref else None
@@ -96,7 +113,7 @@ async def login(request: Request) -> Response:
         locked = await login_locked(runtime, tenant.id, email)
         if locked:
             await _audit(request, tenant.id, "user.login_failed", None, "too many failed sign-ins")
-            page = _login_page(
+            page = await _login_page(
                 request, csrf, 429,
                 f"Too many failed sign-ins. Try again in {int(locked) // 60 + 1} minutes.",
                 **again,
@@ -110,7 +127,9 @@ async def login(request: Request) -> Response:
             await count_failure(runtime, tenant.id, email)
             await _audit(request, tenant.id, "user.login_failed", None, "wrong email or password")
     if user is None:
-        return _login_page(request, csrf, 401, "Wrong organization, email or password.", **again)
+        return await _login_page(
+            request, csrf, 401, "Wrong organization, email or password.", **again
+        )
     await _audit(request, user.tenant_id, "user.logged_in", user.id, None)
     response = redirect(safe_next(fields.get("next", "")))
     set_session(response, runtime, await sign_session(runtime, user, runtime.clock.now()))

@@ -1,4 +1,5 @@
 """the console: an approval keeps the task's mandate, a user's sign-out ends their sessions,
+a trusted issuer may sign people in to the console (its OAuth client, the secret sealed),
 and the audit log gets the indexes (and a `decision` column, derived, not chained) that
 keep a filtered page fast on millions of events
 
@@ -22,6 +23,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("signed_out_at", sa.Float(precision=53), nullable=True))
     with op.batch_alter_table("audit_events") as batch:
         batch.add_column(sa.Column("decision", sa.String(length=24), nullable=True))
+    with op.batch_alter_table("issuers") as batch:  # console sign-in through the issuer
+        batch.add_column(sa.Column("login_client_id", sa.String(length=255), nullable=True))
+        batch.add_column(sa.Column("login_client_secret", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("login_label", sa.String(length=80), nullable=True))
     op.create_index("ix_audit_events_tenant_user", "audit_events", ["tenant_id", "user_id", "seq"])
     op.create_index(
         "ix_audit_events_tenant_decision", "audit_events", ["tenant_id", "decision", "seq"]
@@ -35,6 +40,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in ("correlation", "ts", "decision", "user"):
         op.drop_index(f"ix_audit_events_tenant_{name}", "audit_events")
+    with op.batch_alter_table("issuers") as batch:
+        for column in ("login_label", "login_client_secret", "login_client_id"):
+            batch.drop_column(column)
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_column("decision")
     with op.batch_alter_table("users") as batch:
