@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/decisions.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/mcp.py
+
+## make screenshots: refresh docs/images/ from the console's Chromium tests (after make test)
+screenshots: $(BIN)/.installed
+	VALETKEY_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_console_pages.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -117,7 +117,10 @@ class Settings(BaseSettings):
     session_ttl: int = Field(
         3600,
         ge=60,
-        description="How long a user stays logged in at `/oauth/authorize` (seconds).",
+        description=(
+            "How long a person stays signed in to the console and `/oauth/authorize` "
+            "(seconds); signing out ends every session of the user at once."
+        ),
     )
     signing_alg: str = Field(
         "ES256",

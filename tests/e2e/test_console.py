@@ -226,3 +226,36 @@ def test_forged_forms_and_other_tenants_get_nowhere(tenant: TenantSetup) -> None
             assert "ops-bot" not in intruder.content()
     status = httpx.get(approval["url"], headers={"Authorization": f"Bearer {token}"}).json()
     assert status["status"] == "pending"
+
+
+def test_an_admin_suspends_an_agent_and_its_next_call_is_denied(tenant: TenantSetup) -> None:
+    server, name = tenant.server, tenant.name
+    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
+               "--scope", "deals:read")  # fmt: skip
+    person(tenant, "ada@acme.example", "admin")
+    agent = tenant.agent
+    token = access_token(tenant)
+    assert _ask(tenant, token, action="crm:deals.read", resource="crm:deals/1")["decision"] == (
+        "allow"
+    )
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in(page, server.base_url, name, "ada@acme.example", "/console/agents")
+        page.get_by_role("link", name=agent["name"]).first.click()
+        page.get_by_role("link", name=f"Suspend {agent['name']}").click()
+        assert "/suspend" in page.url  # a confirmation first, nothing done yet
+        still = httpx.post(server.base_url + "/v1/authorize", headers={
+            "Authorization": f"Bearer {token}"}, json={"action": "crm:deals.read",
+            "resource": "crm:deals/1"})  # fmt: skip
+        assert still.status_code == 200 and still.json()["decision"] == "allow"
+        page.get_by_role("button", name=f"Suspend {agent['name']}").click()
+        page.get_by_text("Suspended.").wait_for()
+        assert "suspended" in page.locator("main").inner_text()
+    refused = httpx.post(server.base_url + "/v1/authorize", headers={
+        "Authorization": f"Bearer {token}"}, json={"action": "crm:deals.read",
+        "resource": "crm:deals/1"})  # fmt: skip
+    assert refused.status_code == 401  # the token it held is dead at once
+    again = httpx.post(server.base_url + "/oauth/token", data={
+        "grant_type": "client_credentials", "resource": tenant.crm},
+        auth=(agent["client_id"], agent["client_secret"]))  # fmt: skip
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"

@@ -13,9 +13,9 @@ import pytest
 
 from tests.conftest import TenantSetup
 from tests.integration.helpers import access_token, make_tenant
+from tests.support import console
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
-PASSWORD = "correct horse battery staple"
 PAGE = "/console/policies"
 BROKEN = """\
 @id("allow-read-write")
@@ -30,17 +30,7 @@ UNPARSABLE = '@id("fine")\npermit(principal, action, resource);\n\npermit(princi
 
 @contextmanager
 def sign_in(tenant: TenantSetup, email: str = "sam@acme.example") -> Iterator[httpx.Client]:
-    """A browser signed in to the console as `email` (a password set through the CLI)."""
-    server, name = tenant.server, tenant.name
-    server.cli("users", "set-password", email, "--tenant", name, input=PASSWORD + "\n")
-    with httpx.Client(base_url=server.base_url, timeout=30) as client:
-        login = client.get("/console/login")
-        assert login.status_code == 200, login.text
-        done = client.post("/console/login", data={
-            "csrf": _csrf(login.text), "tenant": name, "email": email, "password": PASSWORD,
-            "next": PAGE,
-        })  # fmt: skip
-        assert done.status_code == 303, done.text
+    with console.signed_in(tenant, email, PAGE) as client:
         yield client
 
 

@@ -108,3 +108,4 @@ def test_approvers_get_an_email(tenant: TenantSetup, mailbox: Mailbox) -> None:
     message, text = mine[0]
     assert "mail.send" in text and "send the Q3 numbers to the CFO" in text
     assert approval["url"] in text and "mailer" in message["Subject"]
+    assert f"/console/approvals/{approval['id']}" in text  # one tap from the phone

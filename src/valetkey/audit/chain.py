@@ -38,28 +38,49 @@ class Verification:
     broken: dict[str, Any] | None = None
 
 
-def verify_chain(events: Iterable[StoredEvent], head: ChainHead | None) -> Verification:
-    """Walk one tenant's events in `seq` order and check every link and the recorded head."""
-    prev_hash, expected_seq, count = GENESIS, 1, 0
-    for event in events:
+class ChainWalk:
+    """One tenant's chain checked event by event, in `seq` order, holding only the last
+    link: a million events verify in constant memory."""
+
+    def __init__(self) -> None:
+        self.prev_hash, self.expected_seq, self.count = GENESIS, 1, 0
+
+    def step(self, event: StoredEvent) -> Verification | None:
+        """None while the chain holds; the verdict at the first broken link."""
         problem = None
-        if event.seq != expected_seq:
+        if event.seq != self.expected_seq:
             problem = (
-                f"expected seq {expected_seq}, found {event.seq} (events removed or reordered)"
+                f"expected seq {self.expected_seq}, found {event.seq} (events removed or reordered)"
             )
-        elif event.prev_hash != prev_hash:
+        elif event.prev_hash != self.prev_hash:
             problem = "prev_hash does not match the previous event's hash"
-        elif link_hash(prev_hash, event.chained_fields()) != event.hash:
+        elif link_hash(self.prev_hash, event.chained_fields()) != event.hash:
             problem = "event content does not match its hash (event altered)"
         if problem:
             return Verification(
-                False, count, _broken(event.tenant_id, event.seq, event.id, problem)
+                False, self.count, _broken(event.tenant_id, event.seq, event.id, problem)
             )
-        prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
-    if head is not None and (head.seq != count or head.hash != prev_hash):
-        problem = f"chain head records {head.seq} events but {count} remain (tail removed)"
-        return Verification(False, count, _broken(head.tenant_id, count + 1, None, problem))
-    return Verification(True, count)
+        self.prev_hash, self.expected_seq = event.hash, self.expected_seq + 1
+        self.count += 1
+        return None
+
+    def finish(self, head: ChainHead | None) -> Verification:
+        if head is not None and (head.seq != self.count or head.hash != self.prev_hash):
+            problem = f"chain head records {head.seq} events but {self.count} remain (tail removed)"
+            return Verification(
+                False, self.count, _broken(head.tenant_id, self.count + 1, None, problem)
+            )
+        return Verification(True, self.count)
+
+
+def verify_chain(events: Iterable[StoredEvent], head: ChainHead | None) -> Verification:
+    """Walk one tenant's events in `seq` order and check every link and the recorded head."""
+    walk = ChainWalk()
+    for event in events:
+        broken = walk.step(event)
+        if broken is not None:
+            return broken
+    return walk.finish(head)
 
 
 def _broken(tenant: str, seq: int, event_id: str | None, reason: str) -> dict[str, Any]:

@@ -85,9 +85,19 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
+    """A search of the log, newest first. Within one tenant the order is the chain's (`seq`)
+    and `before_seq` / `after_seq` are keyset cursors: the page of events just older, or
+    just newer, than that position. `since` (inclusive) and `until` (exclusive) bound the
+    events' time, in seconds since the epoch."""
+
     tenant_id: str | None = None
     agent_id: str | None = None
     user_id: str | None = None
     correlation_id: str | None = None
     type: str | None = None
     limit: int = 100
+    decision: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before_seq: int | None = None
+    after_seq: int | None = None

@@ -1,9 +1,10 @@
 """Reading the audit log: search, verification of every chain, export in chain order."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Protocol
 
-from valetkey.audit.chain import ChainHead, Verification, verify_chain
+from valetkey.audit.chain import ChainHead, ChainWalk, Verification
 from valetkey.audit.events import AuditQuery, StoredEvent
 
 
@@ -11,7 +12,9 @@ class AuditReader(Protocol):
     async def search(self, query: AuditQuery) -> list[StoredEvent]: ...
     async def chained_tenants(self) -> list[str]: ...
     async def head(self, tenant_id: str) -> ChainHead | None: ...
-    def iterate(self, tenant_id: str, upto: int | None = None) -> AsyncIterator[StoredEvent]: ...
+    def iterate(
+        self, tenant_id: str, upto: int | None = None
+    ) -> AsyncGenerator[StoredEvent, None]: ...
     async def count(self, tenant_id: str) -> int: ...
 
 
@@ -29,8 +32,13 @@ async def verify(store: AuditReader, tenant_ids: list[str]) -> Verification:
                 broken = {"tenant": tenant_id, "seq": 0, "id": None,
                           "reason": "the chain's head record is missing"}  # fmt: skip
                 return Verification(False, total, broken)
-        events = [e async for e in store.iterate(tenant_id, upto=head.seq)]
-        result = verify_chain(events, head)
+        walk = ChainWalk()  # streamed: memory stays flat however long the chain
+        result: Verification | None = None
+        async with aclosing(store.iterate(tenant_id, upto=head.seq)) as events:
+            async for event in events:
+                if (result := walk.step(event)) is not None:
+                    break
+        result = result or walk.finish(head)
         total += result.events
         if not result.ok:
             return Verification(False, total, result.broken)

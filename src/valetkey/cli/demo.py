@@ -418,6 +418,15 @@ def demo(
             console.print(
                 f"\nTry: valetkey audit search --tenant {tenant.name} --correlation-id {cid}"
             )
+            _step("12. The console: the same story for people, in a browser")
+            password = secrets.token_urlsafe(12)
+            await svc.set_password(tenant.id, sponsor.email, password)
+            console.print(
+                f"{base}/console/login?tenant={tenant.name}  ·  {sponsor.email}  ·  "
+                f"password {password} (this demo's; set your own: valetkey users set-password)\n"
+                f"the whole task on one page: {base}/console/audit/task/{cid}",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
         stack.close()
         crm.close()
 

@@ -59,7 +59,8 @@ def approval_email(payload: dict[str, Any], sender: str, recipient: str) -> Emai
     ]
     if payload.get("user_request"):
         lines.append(f'because the user asked: "{payload["user_request"]}"')
-    lines += ["", f"Approve or deny: {payload['approval']['url']}",
+    console = payload["approval"]["url"].replace("/v1/approvals/", "/console/approvals/")
+    lines += ["", f"Approve or deny: {console}", f"(API: {payload['approval']['url']})",
               f"or: valetkey approvals approve {payload['approval']['id']} --by YOUR-EMAIL",
               f"This request expires at {payload['approval']['expires_at']}."]  # fmt: skip
     message.set_content("\n".join(lines))

@@ -6,7 +6,7 @@ PostgreSQL; SQLite's `BEGIN IMMEDIATE` holds the database write lock), so the ch
 one line however many processes write to it.
 """
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +21,8 @@ from valetkey.storage.database import Database
 from valetkey.storage.tables import audit_events, audit_heads
 
 _PAGE = 2000
+# How long after its time was taken an event may be chained, at most (see `_seq_bounds`).
+ORDER_SLACK = 300.0
 
 
 # What a decision adds to the counters policies read, in its audit event's transaction.
@@ -87,6 +89,14 @@ class SqlAuditStore:
                 await append_in(conn, self._db.is_sqlite, events)
 
     async def search(self, query: AuditQuery) -> list[StoredEvent]:
+        """Events matching every filter given, newest first: by chain position (`seq`)
+        within a tenant, by time across tenants.
+
+        Within a tenant every equality filter has an index led by `(tenant_id, column)` and
+        ending in `seq`, so a page is read in chain order straight off one index, however
+        long the log. A time range is turned into a range of `seq` first (two index seeks
+        on `(tenant_id, ts_us)`, see `_seq_bounds`) and then checked row by row: ordering a
+        range of timestamps by `seq` would sort every event of the range for each page."""
         stmt = sa.select(audit_events)
         for column, value in (
             (audit_events.c.tenant_id, query.tenant_id),
@@ -94,11 +104,77 @@ class SqlAuditStore:
             (audit_events.c.user_id, query.user_id),
             (audit_events.c.correlation_id, query.correlation_id),
             (audit_events.c.type, query.type),
+            (audit_events.c.decision, query.decision),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        stmt = stmt.order_by(audit_events.c.ts_us.desc(), audit_events.c.seq.desc())
+        after, before = query.after_seq, query.before_seq
+        ts: sa.ColumnElement[Any] = audit_events.c.ts_us
+        if query.tenant_id is not None and (query.since is not None or query.until is not None):
+            low, high = await self._seq_bounds(query.tenant_id, query.since, query.until)
+            after = _tighter(max, after, low)
+            before = _tighter(min, before, high)
+            ts = audit_events.c.ts_us + 0  # checked on the rows; not an index to sort from
+        if query.since is not None:
+            stmt = stmt.where(ts >= _us(query.since))
+        if query.until is not None:
+            stmt = stmt.where(ts < _us(query.until))
+        if before is not None:
+            stmt = stmt.where(audit_events.c.seq < before)
+        if after is not None:
+            stmt = stmt.where(audit_events.c.seq > after)
+        rising = query.after_seq is not None and query.before_seq is None
+        if query.tenant_id is None:
+            stmt = stmt.order_by(audit_events.c.ts_us.desc(), audit_events.c.seq.desc())
+        elif rising:  # the page just newer than a cursor: read upwards, return newest first
+            stmt = stmt.order_by(audit_events.c.seq)
+        else:
+            stmt = stmt.order_by(audit_events.c.seq.desc())
         stmt = stmt.limit(query.limit)
+        async with self._db.read() as conn:
+            found = [_stored(r) for r in await conn.execute(stmt)]
+        return found[::-1] if rising and query.tenant_id is not None else found
+
+    async def _seq_bounds(
+        self, tenant_id: str, since: float | None, until: float | None
+    ) -> tuple[int | None, int | None]:
+        """Exclusive `seq` bounds around every event of a tenant stamped in [since, until).
+
+        An event's time is taken before it is chained, and it is chained at most
+        `ORDER_SLACK` later (a transaction, a batch of the writer, two nodes' clocks apart).
+        So an event stamped more than that before `since` is chained before every event of
+        the range, and one stamped more than that after `until` after them all: the last of
+        the first kind and the first of the second are one index seek each."""
+        low = high = None
+        ts, seq = audit_events.c.ts_us, audit_events.c.seq
+        mine = audit_events.c.tenant_id == tenant_id
+        async with self._db.read() as conn:
+            if since is not None:
+                low = await conn.scalar(
+                    sa.select(seq)
+                    .where(mine, ts < _us(since - ORDER_SLACK))
+                    .order_by(ts.desc())
+                    .limit(1)
+                )
+            if until is not None:
+                high = await conn.scalar(
+                    sa.select(seq).where(mine, ts >= _us(until + ORDER_SLACK)).order_by(ts).limit(1)
+                )
+        return low, high
+
+    async def task(
+        self, tenant_id: str, correlation_id: str, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """One task's events in a tenant (those sharing a correlation id), oldest first."""
+        stmt = (
+            sa.select(audit_events)
+            .where(
+                audit_events.c.tenant_id == tenant_id,
+                audit_events.c.correlation_id == correlation_id,
+            )
+            .order_by(audit_events.c.seq)
+            .limit(limit)
+        )
         async with self._db.read() as conn:
             return [_stored(r) for r in await conn.execute(stmt)]
 
@@ -121,7 +197,9 @@ class SqlAuditStore:
             ).first()
         return ChainHead(row.tenant_id, row.seq, row.hash) if row else None
 
-    async def iterate(self, tenant_id: str, upto: int | None = None) -> AsyncIterator[StoredEvent]:
+    async def iterate(
+        self, tenant_id: str, upto: int | None = None
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Every event of one tenant in chain order (up to seq `upto`), read in pages."""
         after = 0
         while True:
@@ -146,6 +224,65 @@ class SqlAuditStore:
             )
         return int(value or 0)
 
+    async def decisions_per_hour(
+        self, tenant_id: str, agent_id: str, since_us: int
+    ) -> list[tuple[int, str, int]]:
+        """One agent's `decision.made` events since `since_us`, counted per UTC hour and
+        verdict: `(hour's start in seconds, decision, count)`, oldest first.
+
+        The agent's index (tenant, agent, seq) is read from the first event of the tenant at
+        or after `since_us` on, so an agent's older history is never scanned."""
+        e = audit_events
+        later = audit_events.alias("later")
+        first_seq = (
+            sa.select(later.c.seq)
+            .where(later.c.tenant_id == tenant_id, later.c.ts_us >= since_us)
+            .order_by(later.c.ts_us)
+            .limit(1)
+            .correlate(None)
+            .scalar_subquery()
+        )
+        # a literal (not a bound parameter), so GROUP BY repeats exactly the selected expression
+        hour = (e.c.ts_us // sa.literal_column("3600000000", sa.BigInteger)).label("hour")
+        stmt = (
+            sa.select(hour, e.c.decision, sa.func.count().label("n"))
+            .where(
+                e.c.tenant_id == tenant_id,
+                e.c.agent_id == agent_id,
+                e.c.seq >= first_seq,
+                e.c.type == "decision.made",
+                e.c.ts_us >= since_us,
+                e.c.decision.is_not(None),
+            )
+            .group_by(hour, e.c.decision)
+            .order_by(hour)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(int(r.hour) * 3600, str(r.decision), int(r.n)) for r in rows]
+
+    async def last_event_times(
+        self, tenant_id: str, agent_ids: Sequence[str], types: Sequence[str]
+    ) -> dict[str, float]:
+        """When each agent's newest event of one of `types` happened (seconds); agents
+        without one are left out. One index seek per agent, newest first."""
+        found: dict[str, float] = {}
+        if not agent_ids or not types:
+            return found
+        e = audit_events
+        async with self._db.read() as conn:
+            for agent_id in dict.fromkeys(agent_ids):
+                ts_us = await conn.scalar(
+                    sa.select(e.c.ts_us)
+                    .where(e.c.tenant_id == tenant_id, e.c.agent_id == agent_id,
+                           e.c.type.in_(list(types)))
+                    .order_by(e.c.seq.desc())
+                    .limit(1)
+                )  # fmt: skip
+                if ts_us is not None:
+                    found[agent_id] = ts_us / 1_000_000
+        return found
+
 
 def chain_event(event: AuditEvent, seq: int, prev_hash: str) -> StoredEvent:
     """Give an event its place after `prev_hash` in its tenant's chain."""
@@ -166,6 +303,14 @@ def chain_event(event: AuditEvent, seq: int, prev_hash: str) -> StoredEvent:
         hash="",
     )
     return replace(unhashed, hash=link_hash(prev_hash, unhashed.chained_fields()))
+
+
+def _tighter(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else pick(a, b)
+
+
+def _us(seconds: float) -> int:
+    return int(seconds * 1_000_000)
 
 
 def _values(event: StoredEvent) -> dict[str, Any]:
