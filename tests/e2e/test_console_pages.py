@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from tests.conftest import TenantSetup
@@ -128,9 +127,7 @@ def _visit(browser: Browser, base: str, tenant: str, email: str | None,
     return problems
 
 
-def test_every_page_is_accessible_and_fits_a_phone(tenant: TenantSetup, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("pages render the same on both backends; checked once, on SQLite")
+def test_every_page_is_accessible_and_fits_a_phone(tenant: TenantSetup) -> None:
     assert AXE.exists(), "make test installs axe-core (npm ci --prefix tests/support/axe)"
     with running_idp() as idp:
         data = _populate(tenant, idp)

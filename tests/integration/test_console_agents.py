@@ -235,9 +235,12 @@ def test_a_member_sees_no_agent_and_a_sponsor_sees_their_own(tenant: TenantSetup
                      f"/console/agents/{mine['id']}/suspend")  # fmt: skip
         assert done.status_code == 303
         assert not _token_works(tenant, mine)
-        done = _post(sponsor, sponsor.get(f"/console/agents/{mine['id']}/resume"),
-                     f"/console/agents/{mine['id']}/resume")  # fmt: skip
-        assert done.status_code == 303 and _token_works(tenant, mine)
+        # ... but releasing it, perhaps in the middle of an incident, is an admin's call
+        suspended = sponsor.get(f"/console/agents/{mine['id']}")
+        assert "/resume" not in suspended.text
+        refused = sponsor.post(f"/console/agents/{mine['id']}/resume",
+                               data={"csrf": _hidden(suspended.text, "csrf")})  # fmt: skip
+        assert refused.status_code == 403 and not _token_works(tenant, mine)
 
 
 def test_the_chart_shows_the_decisions_made(tenant: TenantSetup, admin: httpx.Client) -> None:

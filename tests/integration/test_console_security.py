@@ -104,6 +104,14 @@ def test_hostile_input_gets_a_page_never_a_500(tenant: TenantSetup) -> None:
             client.post("/console/approvals/apr_x", data={"csrf": token, "decision": "approve"}),
             client.post("/console/policies", content=b"a=" + b"x" * 300_000,
                         headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            # NUL: PostgreSQL cannot store it; the console refuses it before any query
+            client.get("/console/approvals/apr_%00"),
+            client.get("/console/agents/agt_%00"),
+            client.get("/console/audit/task/%00"),
+            client.get("/console/audit", params={"agent": "agt_\x00", "user": "usr_\x00"}),
+            client.get("/console/login/sso", params={"tenant": "\x00"}),
+            client.post("/console/approvals/apr_x", data={"csrf": token, "decision": "deny",
+                                                          "reason": "no\x00"}),
         ]  # fmt: skip
         for response in probes:
             assert 400 <= response.status_code < 500, (response.request.url, response.status_code)
@@ -122,3 +130,33 @@ def test_a_wrong_organization_reads_like_a_wrong_password(tenant: TenantSetup) -
             }))  # fmt: skip
     assert [a.status_code for a in answers] == [401, 401]
     assert all("Wrong organization, email or password." in a.text for a in answers)
+
+
+def test_the_sign_in_lock_holds_against_parallel_guesses(tenant: TenantSetup) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    person(tenant, "ada@acme.example", "admin")
+
+    def attempt(password: str) -> int:
+        with httpx.Client(base_url=tenant.server.base_url, timeout=60) as client:
+            token = csrf_of(client.get("/console/login").text)
+            return client.post("/console/login", data={
+                "csrf": token, "tenant": tenant.name, "email": "ada@acme.example",
+                "password": password,
+            }).status_code  # fmt: skip
+
+    for _ in range(12):  # right passwords give their attempt back: no lock from them
+        assert attempt("correct horse battery staple") == 303
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(attempt, [f"guess-{i}" for i in range(16)]))
+    assert answers.count(401) == 10 and answers.count(429) == 6, answers
+    assert attempt("correct horse battery staple") == 429  # locked, even for the owner
+
+
+def test_nul_at_the_sign_in_form_is_a_clear_refusal(tenant: TenantSetup) -> None:
+    with httpx.Client(base_url=tenant.server.base_url) as client:
+        assert client.get("/console/login", params={"tenant": "a\x00"}).status_code == 400
+        token = csrf_of(client.get("/console/login").text)
+        sent = client.post("/console/login", data={"csrf": token, "tenant": "a\x00b",
+                                                   "email": "x@y.z", "password": "p"})  # fmt: skip
+        assert sent.status_code == 400 and "Traceback" not in sent.text

@@ -142,7 +142,9 @@ def test_rotating_refresh_tokens_never_log_the_connection_out(
         )
         assert start.status_code == 200, start.text
         back = login_and_consent(browser, start.json()["authorize_url"], "crm-bot-account")
-        assert browser.get(back).status_code == 200
+        finished = browser.get(back)  # a person's browser: back to the console, done
+        assert finished.status_code == 303
+        assert finished.headers["location"] == "/console/connections?done=connected"
     token = gateway_token(server, agent, "crm:read")
     before = oidc.stats()
     for _round in range(3):
@@ -200,7 +202,10 @@ def test_connect_flow_with_the_sign_in_cookie(tenant: TenantSetup, platform: Pla
         at_platform = browser.client.get(start.headers["location"])
         assert at_platform.status_code == 302
         done = browser.client.get(at_platform.headers["location"])
-        assert done.status_code == 200 and "Connected" in done.text
+        assert done.status_code == 303, done.text
+        shown = browser.client.get(done.headers["location"])  # the console says so
+        assert shown.status_code == 200 and "Connected." in shown.text
+        assert "crm" in shown.text and "active" in shown.text
     finally:
         browser.close()
     (asked,) = platform.authorize_requests

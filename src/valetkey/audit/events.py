@@ -55,6 +55,8 @@ class StoredEvent:
     def decision(self) -> str | None:
         """A decision event's verdict, kept in its own indexed column so the console can
         filter on it (derived from `data`, which the hash covers)."""
+        if self.type != "decision.made":  # the verdict's own event, not what cites it
+            return None
         value = self.data.get("decision")
         return value if value in DECISIONS else None
 

@@ -3,6 +3,8 @@ with PKCE S256, `state` and `nonce`): ValetKey is the relying party here. authli
 authorization URL and redeems the code; the ID token is checked with joserfc against the
 issuer's published keys (iss, aud, azp, exp, iat, nonce), and names the user by the claim the
 tenant trusts the issuer for — the user must already exist: nobody is created by signing in.
+An `email` claim counts only with `email_verified: true`: many IdPs let people type any
+address, and the console would otherwise hand the matching account to whoever typed it.
 """
 
 import time
@@ -23,6 +25,15 @@ from valetkey.oauth.remote_keys import KeyFetchError, RemoteKeySets
 LEEWAY = 60
 SCOPE = "openid email"
 _DISCOVERY_TTL = 300.0
+
+
+def _secure(url: str) -> bool:
+    """https, or http to this very machine (a test or a local IdP): the code and the client
+    secret travel to the token endpoint."""
+    if url.startswith("https://"):
+        return True
+    host = url.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)[0]
+    return url.startswith("http://") and host in ("127.0.0.1", "localhost", "[::1]")
 
 
 class SsoError(Exception):
@@ -57,10 +68,8 @@ class SsoClient:
             raise SsoError(f"the sign-in service {issuer.issuer} is not set up for this")
         found = Endpoints(str(meta.get("authorization_endpoint", "")),
                           str(meta.get("token_endpoint", "")))  # fmt: skip
-        if not all(
-            u.startswith(("https://", "http://")) for u in (found.authorization, found.token)
-        ):
-            raise SsoError(f"the sign-in service {issuer.issuer} publishes no endpoints")
+        if not all(_secure(u) for u in (found.authorization, found.token)):
+            raise SsoError(f"the sign-in service {issuer.issuer} publishes no https endpoints")
         self._discovered[issuer.issuer] = (time.monotonic(), found)
         return found
 
@@ -133,8 +142,11 @@ class SsoClient:
         checks = (
             (claims.get("iss") == issuer.issuer, "the ID token is from another issuer"),
             (issuer.login_client_id in audiences, "the ID token is for another client"),
-            (len(audiences) == 1 or claims.get("azp") == issuer.login_client_id,
+            (("azp" not in claims and len(audiences) == 1)
+             or claims.get("azp") == issuer.login_client_id,
              "the ID token is for another party"),
+            (issuer.claim != "email" or claims.get("email_verified") is True,
+             "the issuer has not verified this email address"),
             (fresh, "the ID token has expired"),
             (issued, "the ID token is from the future"),
             (claims.get("nonce") == nonce, "the ID token is not for this sign-in"),

@@ -230,18 +230,11 @@ class SqlAuditStore:
         """One agent's `decision.made` events since `since_us`, counted per UTC hour and
         verdict: `(hour's start in seconds, decision, count)`, oldest first.
 
-        The agent's index (tenant, agent, seq) is read from the first event of the tenant at
-        or after `since_us` on, so an agent's older history is never scanned."""
+        The agent's index (tenant, agent, seq) is read only from where the window's events
+        can start in the chain (`_seq_bounds`), so an agent's older history is never
+        scanned."""
         e = audit_events
-        later = audit_events.alias("later")
-        first_seq = (
-            sa.select(later.c.seq)
-            .where(later.c.tenant_id == tenant_id, later.c.ts_us >= since_us)
-            .order_by(later.c.ts_us)
-            .limit(1)
-            .correlate(None)
-            .scalar_subquery()
-        )
+        low, _ = await self._seq_bounds(tenant_id, since_us / 1e6, None)
         # a literal (not a bound parameter), so GROUP BY repeats exactly the selected expression
         hour = (e.c.ts_us // sa.literal_column("3600000000", sa.BigInteger)).label("hour")
         stmt = (
@@ -249,7 +242,7 @@ class SqlAuditStore:
             .where(
                 e.c.tenant_id == tenant_id,
                 e.c.agent_id == agent_id,
-                e.c.seq >= first_seq,
+                e.c.seq > (low if low is not None else 0),
                 e.c.type == "decision.made",
                 e.c.ts_us >= since_us,
                 e.c.decision.is_not(None),

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.audit.events import AuditEvent
-from valetkey.errors import ValetKeyError
+from valetkey.errors import Forbidden, ValetKeyError
 from valetkey.identity.models import Delegation, User
 from valetkey.identity.scopes import closure
 from valetkey.oauth import sessions
@@ -28,15 +28,17 @@ from valetkey.oauth.client_documents import ClientDocumentError, is_document_url
 from valetkey.oauth.delegated import mandate_for
 from valetkey.oauth.errors import OAuthError
 from valetkey.runtime import Runtime
-from valetkey.web.console.base import AUTHORIZE_HEADERS, render, span
+from valetkey.web.console.base import AUTHORIZE_HEADERS, render, same_origin, span
 from valetkey.web.correlation import correlation_id
 from valetkey.web.session import (
     CSRF_COOKIE,
+    TooLarge,
     browser_csrf,
-    count_failure,
+    capped_body,
+    check_password,
+    client_address,
     form_token,
     form_token_ok,
-    login_locked,
     session_user,
     set_csrf,
     set_session,
@@ -45,6 +47,7 @@ from valetkey.web.session import (
 
 router = APIRouter()
 MAX_QUERY = 8192
+MAX_FORM = 16 * 1024
 _PARAMS_DOC = [
     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
     for name in ("response_type", "client_id", "redirect_uri", "scope", "state", "resource",
@@ -278,12 +281,16 @@ async def authorize(request: Request) -> Response:
 @router.post("/oauth/authorize", tags=["oauth"], summary="Sign-in and consent (form posts)",
              response_class=HTMLResponse, openapi_extra=_FORM_DOC)  # fmt: skip
 async def authorize_post(request: Request) -> Response:
-    body = await request.body()
     try:
+        body = await capped_body(request, MAX_FORM)
         form = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20))
-    except (UnicodeDecodeError, ValueError):
+    except (TooLarge, UnicodeDecodeError, ValueError):
         form = {}
     runtime: Runtime = request.app.state.runtime
+    try:
+        same_origin(request)  # a sign-in or consent posted from another site: never
+    except Forbidden:
+        return _error_page(request, AuthorizeError("invalid_request", "posted from another site"))
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not form_token_ok(runtime, cookie, form.get("q", ""), form.get("csrf", "")):
         return _error_page(
@@ -295,7 +302,10 @@ async def authorize_post(request: Request) -> Response:
     action = form.get("action")
     if action == "login":
         email = form.get("email", "")[:320].strip().lower()
-        locked = await login_locked(flow.runtime, flow.req.tenant.id, email)
+        user, locked = await check_password(
+            flow.runtime, flow.cid, flow.req.tenant.id, email, form.get("password", ""),
+            client_address(request),
+        )  # fmt: skip
         if locked:
             await flow.audit("user.login_failed", None, "too many failed sign-ins")
             message = f"Too many failed sign-ins. Try again in {int(locked) // 60 + 1} minutes."
@@ -303,11 +313,7 @@ async def authorize_post(request: Request) -> Response:
             page.status_code = 429
             page.headers["Retry-After"] = str(int(locked) + 1)
             return _with_csrf(page, flow.runtime, flow.csrf)
-        user = await flow.runtime.identity(flow.cid).check_login(
-            flow.req.tenant.id, email, form.get("password", "")
-        )
         if user is None:
-            await count_failure(flow.runtime, flow.req.tenant.id, email)
             await flow.audit("user.login_failed", None, "wrong email or password")
             wrong = "Wrong email or password."
             page = _login_page(request, flow.req, flow.query, flow.form_token, wrong)

@@ -144,30 +144,87 @@ def set_csrf(response: Response, runtime: Runtime, token: str, path: str) -> Res
     return response
 
 
+# reading forms --------------------------------------------------------------------------
+class TooLarge(Exception):
+    """The request body is larger than the form it is for could be."""
+
+
+async def capped_body(request: Request, limit: int) -> bytes:
+    """The body, read only up to `limit` bytes: a sign-in form is small, and nobody may
+    make the server buffer an unbounded upload before being signed in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # throttling --------------------------------------------------------------------------------
-MAX_LOGIN_FAILURES = 10
+MAX_LOGIN_FAILURES = 10  # per account
+MAX_ADDRESS_FAILURES = 100  # per client address and tenant: password spraying
 LOGIN_WINDOW = 900
 
 
-def login_throttle(tenant_id: str, email: str, now: float) -> tuple[str, int, float]:
-    """The counter of failed sign-ins for one account in this 15-minute window (the lock
-    counts this window and the last, so it never resets at a boundary): exact on every
-    node (the same counters as agents' limits); the address is hashed."""
+def _window(now: float) -> tuple[int, float]:
     start = int(now // LOGIN_WINDOW) * LOGIN_WINDOW
-    digest = hashlib.sha256(f"{tenant_id}:{email}".encode()).hexdigest()[:32]
-    return f"login:{digest}", start, float(start + LOGIN_WINDOW)
+    return start, float(start + LOGIN_WINDOW)
 
 
-async def login_locked(runtime: Runtime, tenant_id: str, email: str) -> float:
-    """Seconds until this account may try again (0 when it may now)."""
+def _digest(*parts: str) -> str:
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:32]
+
+
+async def reserve_attempt(
+    runtime: Runtime, tenant_id: str, email: str, address: str
+) -> tuple[float, list[Charge]]:
+    """Count a sign-in attempt before the password is checked, atomically against the
+    limits (this 15-minute window and the last, so a lock never resets at a boundary):
+    parallel guesses cannot slip past it, on any node. Returns (seconds to wait, 0 when it
+    may go on; the charges to refund when the password turns out right). The address and
+    the account are hashed."""
     now = runtime.clock.now()
-    key, start, end = login_throttle(tenant_id, email, now)
-    seen = await runtime.usage_store.read_counters(
-        tenant_id, [(key, start), (key, start - LOGIN_WINDOW)]
-    )
-    return end - now if sum(seen.values()) >= MAX_LOGIN_FAILURES else 0.0
+    start, end = _window(now)
+    keys = [(f"login:{_digest(tenant_id, email)}", MAX_LOGIN_FAILURES),
+            (f"login-from:{_digest(tenant_id, address)}", MAX_ADDRESS_FAILURES)]  # fmt: skip
+    usage = runtime.usage_store
+    before = await usage.read_counters(tenant_id, [(k, start - LOGIN_WINDOW) for k, _ in keys])
+    charges = [
+        Charge(key, start, end, 1, limit - before.get((key, start - LOGIN_WINDOW), 0))
+        for key, limit in keys
+    ]
+    if await usage.charge(tenant_id, charges) is not None:
+        return end - now, []
+    return 0.0, charges
 
 
-async def count_failure(runtime: Runtime, tenant_id: str, email: str) -> None:
-    key, start, end = login_throttle(tenant_id, email, runtime.clock.now())
-    await runtime.usage_store.charge(tenant_id, [Charge(key, start, end, 1, None)])
+async def refund_attempt(runtime: Runtime, tenant_id: str, charges: list[Charge]) -> None:
+    """A right password: the attempt does not count against anyone."""
+    refunds = [Charge(c.key, c.window_start, c.expires_at, -1, None) for c in charges]
+    await runtime.usage_store.charge(tenant_id, refunds)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def check_password(
+    runtime: Runtime, cid: str, tenant_id: str | None, email: str, password: str, address: str
+) -> tuple[User | None, float]:
+    """One sign-in attempt: (the user, 0) when the password is right; (None, seconds to
+    wait) when the account or the address is locked; (None, 0) when it is wrong. Unknown
+    organizations cost the same argon2id work as known ones."""
+    if tenant_id is None:
+        await runtime.identity(cid).check_login("ten_unknown", email, password)
+        return None, 0.0
+    wait, charges = await reserve_attempt(runtime, tenant_id, email, address)
+    if wait:
+        return None, wait
+    user = await runtime.identity(cid).check_login(tenant_id, email, password)
+    if user is not None:
+        await refund_attempt(runtime, tenant_id, charges)
+    return user, 0.0

@@ -6,12 +6,12 @@ services as the CLI and the API and hold no rules of their own."""
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from valetkey.web.console import agents, approvals, audit, auth, people, policies, sso
-from valetkey.web.console.base import SignInNeeded, redirect, render
+from valetkey.web.console.base import SignInNeeded, plain_request, redirect, render
 
 _STATIC = Path(__file__).parent / "static"
 _TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -33,7 +33,7 @@ async def static_file(name: str) -> Response:
 
 def install(app: FastAPI) -> None:
     for module in (auth, sso, approvals, people, agents, audit, policies):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(plain_request)])
     app.include_router(static)
 
     @app.exception_handler(SignInNeeded)

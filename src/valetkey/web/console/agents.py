@@ -6,10 +6,11 @@ confirmation page whose POST form carries the console's CSRF token.
 Who may do what:
 
 - An admin sees every agent of the tenant and may do everything below.
-- A sponsor (not an admin) sees the agents they sponsor and may suspend and resume them:
-  suspending is the safety brake, and the person accountable for an agent must be able to
-  pull it without waiting for an admin. Decommissioning (final) and rotating the secret
-  (a credential the sponsor would then hold) stay with admins.
+- A sponsor (not an admin) sees the agents they sponsor and may suspend them: suspending
+  is the safety brake, and the person accountable for an agent must be able to pull it
+  without waiting for an admin. Releasing it (resume) — which could undo an admin's
+  suspension during an incident —, decommissioning (final) and rotating the secret (a
+  credential the sponsor would then hold) stay with admins.
 - Anyone else gets 403; an agent of another tenant is a 404 for everyone.
 
 The pages call `IdentityService` (the CLI's rules: which status may become which, the old
@@ -62,7 +63,7 @@ VERBS = {
         "Its credentials are kept, so it can be resumed later.",
     ),
     "resume": Verb(
-        "Resume", "resumed", False, ("suspended",), False,
+        "Resume", "resumed", True, ("suspended",), False,
         "It can get tokens again with its existing credentials. Tokens it held before the "
         "suspension stay invalid: it must get new ones.",
     ),

@@ -71,7 +71,9 @@ async def _cards(request: Request, who: Viewer, found: list[Approval]) -> list[C
     ]  # fmt: skip
 
 
-async def _lists(request: Request, who: Viewer) -> tuple[list[Card], list[Card]]:
+async def _lists(
+    request: Request, who: Viewer, history: bool = True
+) -> tuple[list[Card], list[Card]]:
     runtime = runtime_of(request)
     now = runtime.clock.now()
     store = runtime.approval_store
@@ -79,15 +81,16 @@ async def _lists(request: Request, who: Viewer) -> tuple[list[Card], list[Card]]
         a for a in await store.list_approvals(who.tenant.id, "pending") if a.expires_at > now
     ]
     decided = [a for a in await store.list_approvals(who.tenant.id, None)
-               if a.status != "pending"][:HISTORY]  # fmt: skip
+               if a.status != "pending"][:HISTORY] if history else []  # fmt: skip
     return await _cards(request, who, pending), await _cards(request, who, decided)
 
 
 @router.get("")
 async def inbox(request: Request) -> Response:
     who = await viewer(request, APPROVERS)
-    pending, decided = await _lists(request, who)
-    template = "approvals_pending.html" if request.query_params.get("partial") else "approvals.html"
+    partial = bool(request.query_params.get("partial"))  # the live list: no history
+    pending, decided = await _lists(request, who, history=not partial)
+    template = "approvals_pending.html" if partial else "approvals.html"
     return render(request, who, template, title="Approvals", pending=pending, decided=decided)
 
 

@@ -11,25 +11,29 @@ from starlette.responses import Response
 
 from valetkey.audit.events import AuditEvent
 from valetkey.errors import NotFound
-from valetkey.identity.models import Tenant, User
+from valetkey.identity.models import Tenant
 from valetkey.web.console.base import (
     Viewer,
     cid,
     form,
+    printable,
     redirect,
     render,
     runtime_of,
     safe_next,
+    same_origin,
     viewer,
 )
 from valetkey.web.session import (
     CSRF_COOKIE,
+    TooLarge,
     browser_csrf,
+    capped_body,
+    check_password,
     clear_session,
-    count_failure,
+    client_address,
     form_token,
     form_token_ok,
-    login_locked,
     set_csrf,
     set_session,
     sign_session,
@@ -91,15 +95,16 @@ async def login_form(request: Request) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     runtime = runtime_of(request)
-    body = (await request.body())[:16384]
+    same_origin(request)
     try:
+        body = await capped_body(request, 16384)
         fields = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20))
-    except (UnicodeDecodeError, ValueError):
+    except (TooLarge, UnicodeDecodeError, ValueError):
         fields = {}
     cookie = request.cookies.get(CSRF_COOKIE, "")
     csrf = browser_csrf(request)
-    tenant_ref = fields.get("tenant", "").strip()[:128]
-    email = fields.get("email", "")[:320].strip().lower()
+    tenant_ref = printable(fields.get("tenant", "").strip()[:128])
+    email = printable(fields.get("email", "")[:320].strip().lower())
     again = {"tenant": tenant_ref, "email": email, "next": fields.get("next", "")}
     if not form_token_ok(runtime, cookie, _LOGIN, fields.get("csrf", "")):
         return await _login_page(request, csrf, 400, "The form expired. Sign in again.", **again)
@@ -108,24 +113,20 @@ async def login(request: Request) -> Response:
         tenant = await runtime.identity_store.find_tenant(tenant_ref) if tenant_ref else None
     except NotFound:
         tenant = None
-    user: User | None = None
-    if tenant is not None:
-        locked = await login_locked(runtime, tenant.id, email)
-        if locked:
-            await _audit(request, tenant.id, "user.login_failed", None, "too many failed sign-ins")
-            page = await _login_page(
-                request, csrf, 429,
-                f"Too many failed sign-ins. Try again in {int(locked) // 60 + 1} minutes.",
-                **again,
-            )  # fmt: skip
-            page.headers["Retry-After"] = str(int(locked) + 1)
-            return page
-        user = await runtime.identity(cid(request)).check_login(
-            tenant.id, email, fields.get("password", "")
-        )
-        if user is None:
-            await count_failure(runtime, tenant.id, email)
-            await _audit(request, tenant.id, "user.login_failed", None, "wrong email or password")
+    user, locked = await check_password(
+        runtime, cid(request), tenant.id if tenant else None, email, fields.get("password", ""),
+        client_address(request),
+    )  # fmt: skip
+    if tenant is not None and locked:
+        await _audit(request, tenant.id, "user.login_failed", None, "too many failed sign-ins")
+        page = await _login_page(
+            request, csrf, 429,
+            f"Too many failed sign-ins. Try again in {int(locked) // 60 + 1} minutes.", **again,
+        )  # fmt: skip
+        page.headers["Retry-After"] = str(int(locked) + 1)
+        return page
+    if tenant is not None and user is None:
+        await _audit(request, tenant.id, "user.login_failed", None, "wrong email or password")
     if user is None:
         return await _login_page(
             request, csrf, 401, "Wrong organization, email or password.", **again

@@ -23,7 +23,14 @@ from valetkey.errors import Forbidden, InvalidInput
 from valetkey.identity.models import Tenant, User
 from valetkey.runtime import Runtime
 from valetkey.web.correlation import correlation_id
-from valetkey.web.session import PAGE_HEADERS, mac, session_payload, signed_in_user
+from valetkey.web.session import (
+    PAGE_HEADERS,
+    TooLarge,
+    capped_body,
+    mac,
+    session_payload,
+    signed_in_user,
+)
 
 ADMIN = frozenset({"admin"})
 APPROVERS = frozenset({"approver", "admin"})
@@ -109,18 +116,41 @@ async def viewer(request: Request, roles: Iterable[str] = ANYONE) -> Viewer:
     return Viewer(user, tenant, csrf_token(runtime, request))
 
 
-async def form(request: Request) -> dict[str, str]:
-    """The posted form, once its CSRF token and origin are checked."""
+def same_origin(request: Request) -> None:
+    """Refuse a form posted from another site, whatever token it carries."""
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    runtime = runtime_of(request)
     if site is not None and site not in ("same-origin", "none"):
         raise Forbidden("a console form is posted from the console only")
-    if site is None and origin is not None and origin != _origin(runtime.settings.issuer):
+    issuer = runtime_of(request).settings.issuer
+    if site is None and origin is not None and origin != _origin(issuer):
         raise Forbidden("a console form is posted from the console only")
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise InvalidInput(f"the form is at most {MAX_FORM // 1024} KiB")
+
+
+def printable(value: str) -> str:
+    """Text a person could have typed: no NUL or other control characters (PostgreSQL
+    cannot even store a NUL), else a clear 400 rather than a database error."""
+    if any((ord(c) < 32 and c not in "\t\n\r") or c == "\x7f" for c in value):
+        raise InvalidInput("the text holds control characters")
+    return value
+
+
+async def plain_request(request: Request) -> None:
+    """Every console route: a path or query with control characters is refused up front."""
+    printable(request.url.path)
+    for key, value in request.query_params.multi_items():
+        printable(key)
+        printable(value)
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The posted form, once its CSRF token and origin are checked."""
+    same_origin(request)
+    runtime = runtime_of(request)
+    try:
+        body = await capped_body(request, MAX_FORM)
+    except TooLarge as exc:
+        raise InvalidInput(f"the form is at most {MAX_FORM // 1024} KiB") from exc
     try:
         fields = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=100))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -128,6 +158,8 @@ async def form(request: Request) -> dict[str, str]:
     sent = fields.get("csrf", "")
     if not hmac.compare_digest(sent.encode(), csrf_token(runtime, request).encode()):
         raise Forbidden("the form expired or did not come from this console; reload the page")
+    for value in fields.values():
+        printable(value)
     return fields
 
 

@@ -23,6 +23,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("signed_out_at", sa.Float(precision=53), nullable=True))
     with op.batch_alter_table("audit_events") as batch:
         batch.add_column(sa.Column("decision", sa.String(length=24), nullable=True))
+    # The verdicts already recorded, so the filter and the charts see the old events too.
+    verdict = (
+        "json_extract(data, '$.decision')"
+        if op.get_bind().dialect.name == "sqlite"
+        else "(data::json ->> 'decision')"
+    )
+    op.execute(
+        f"UPDATE audit_events SET decision = {verdict} "  # noqa: S608 (constant text)
+        "WHERE type = 'decision.made' "
+        f"AND {verdict} IN ('allow', 'deny', 'approval_required')"
+    )
     with op.batch_alter_table("issuers") as batch:  # console sign-in through the issuer
         batch.add_column(sa.Column("login_client_id", sa.String(length=255), nullable=True))
         batch.add_column(sa.Column("login_client_secret", sa.Text(), nullable=True))
