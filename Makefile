@@ -25,13 +25,14 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## make bench: token issuance, token exchange and decision throughput against a live server (see docs/performance.md)
+## make bench: token issuance, token exchange, decisions, the gateways and the console's audit page against a live server (see docs/performance.md)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/token_issuance.py
 	$(BIN)/python bench/token_exchange.py
 	$(BIN)/python bench/decisions.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/mcp.py
+	$(BIN)/python bench/audit_console.py
 
 ## make screenshots: refresh docs/images/ from the console's Chromium tests (after make test)
 screenshots: $(BIN)/.installed
