@@ -2,6 +2,7 @@ import httpx
 import jwt
 
 from tests.conftest import TenantSetup
+from tests.support.server import RunningServer
 
 
 def test_agent_token_verifies_with_pyjwt(tenant: TenantSetup) -> None:
@@ -21,3 +22,11 @@ def test_agent_token_verifies_with_pyjwt(tenant: TenantSetup) -> None:
     assert claims["sub"] == agent["id"]
     assert claims["scope"] == "deals:read"
     assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
+
+
+def test_the_server_runs_on_the_backend_the_test_is_for(
+    server: RunningServer, backend: str
+) -> None:
+    """A guard on the fixtures themselves: a test marked [postgresql] talks to PostgreSQL."""
+    url = server.env["VALETKEY_DATABASE_URL"]
+    assert url.startswith({"sqlite": "sqlite+", "postgresql": "postgresql+"}[backend]), url
