@@ -284,42 +284,20 @@ def platform_main() -> int:
     return 0
 
 
-class Platform:
+class Platform(base.StandIn):
     """The platform process, seen from the bench."""
 
     def __init__(self, workdir: Path) -> None:
         self.access_token = "plat_at_" + secrets.token_urlsafe(24)
         self.refresh_token = "plat_rt_" + secrets.token_urlsafe(24)
         self.client_secret = "plat_cs_" + secrets.token_urlsafe(24)
-        self.log = workdir / "platform.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--serve-platform"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.process.stdin is not None and self.process.stdout is not None
         config = {
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
             "client_id": CLIENT_ID,
             "client_secret": self.client_secret,
         }
-        self.process.stdin.write(json.dumps(config).encode() + b"\n")
-        self.process.stdin.flush()
-        ready = threading.Timer(30, self.process.kill)  # a platform that never starts
-        ready.start()
-        line = self.process.stdout.readline()
-        ready.cancel()
-        if not line.strip().isdigit():
-            raise RuntimeError(f"the platform did not start: {self.log.read_text()[-2000:]}")
-        self.port = int(line)
-        self.base = f"http://{base.HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__("platform", __file__, "--serve-platform", workdir, config, 30)
 
     def request(self, method: str, path: str) -> dict[str, Any]:
         request = urllib.request.Request(self.base + path, data=None, method=method)
@@ -332,17 +310,6 @@ class Platform:
 
     def set_latency(self, ms: int) -> None:
         self.request("PUT", f"/_bench/latency/{ms}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                assert self.process.stdin is not None
-                self.process.stdin.close()  # the platform exits when its stdin ends
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 # ----------------------------------------------------------------------------------------
@@ -704,64 +671,27 @@ def _has_uvloop() -> bool:
 
 # ----------------------------------------------------------------------------------------
 # profile: by layer (base.summarize_profile) and by gateway step
+def step_of(frames: list[str]) -> str:
+    """A gateway call's step (the outermost step frame of the stack); else its glue, or,
+    outside the request's coroutine, the layer."""
+    inside = False
+    for frame in frames:
+        if "web/gateway.py" in frame:
+            inside = True
+        function = frame.split(" (", 1)[0].rsplit(".", 1)[-1]
+        label = next((name for name, fn, where in STEPS if where in frame and fn == function),
+                     None)  # fmt: skip
+        if label:
+            return label
+    if inside:
+        return "gateway glue (header parsing, path, scope check, _forward)"
+    return f"outside the call's coroutine: {base.layer_of(frames, LAYERS)}"
+
+
 def summarize_steps(directory: str) -> list[tuple[str, float]]:
-    """Share of the samples per gateway step (outermost step frame in each stack); samples
-    outside the request's coroutine by their layer."""
-    counts: dict[str, int] = {}
-    total = 0
-    for path in sorted(Path(directory).glob("worker-*.txt")):
-        for line in path.read_text().splitlines():
-            stack, _, number = line.rpartition(" ")
-            if not stack or not number.isdigit():
-                continue
-            frames = stack.split(";")
-            label = None
-            inside = False
-            for frame in frames:
-                if "web/gateway.py" in frame:
-                    inside = True
-                label = next(
-                    (
-                        name
-                        for name, function, where in STEPS
-                        if where in frame and frame.split(" (", 1)[0].rsplit(".", 1)[-1] == function
-                    ),
-                    None,
-                )
-                if label:
-                    break
-            if label is None and inside:
-                label = "gateway glue (header parsing, path, scope check, _forward)"
-            if label is None:
-                layer = "other (stdlib, interpreter)"
-                for frame in reversed(frames):
-                    match = next((n for n, keys in LAYERS if any(k in frame for k in keys)), None)
-                    if match:
-                        layer = match
-                        break
-                label = f"outside the call's coroutine: {layer}"
-            counts[label] = counts.get(label, 0) + int(number)
-            total += int(number)
-    if not total:
-        return []
-    return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda x: -x[1])
-
-
-def top_functions(directory: str, count: int = 15) -> list[tuple[str, float]]:
-    """The functions the samples were in (innermost frame, line numbers dropped), by share."""
-    counts: dict[str, int] = {}
-    total = 0
-    for path in sorted(Path(directory).glob("worker-*.txt")):
-        for line in path.read_text().splitlines():
-            stack, _, number = line.rpartition(" ")
-            if not stack or not number.isdigit():
-                continue
-            name, _, where = stack.rsplit(";", 1)[-1].partition(" (")
-            key = f"{name} ({where.rsplit(':', 1)[0]})" if where else name
-            counts[key] = counts.get(key, 0) + int(number)
-            total += int(number)
-    ranked = sorted(counts.items(), key=lambda x: -x[1])[:count]
-    return [(k, 100 * v / total) for k, v in ranked] if total else []
+    """Share of the samples per gateway step; samples outside the request's coroutine by
+    their layer."""
+    return base.collapsed_shares(directory, step_of)
 
 
 # ----------------------------------------------------------------------------------------
@@ -940,7 +870,7 @@ def main(argv: list[str] | None = None) -> int:
             "dir": args.profile,
             "layers_pct": {k: round(v, 1) for k, v in layers},
             "steps_pct": {k: round(v, 1) for k, v in summarize_steps(args.profile)},
-            "top_functions_pct": {k: round(v, 1) for k, v in top_functions(args.profile)},
+            "top_functions_pct": {k: round(v, 1) for k, v in base.top_functions(args.profile)},
         }
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -298,42 +298,20 @@ def upstream_main() -> int:
     return 0
 
 
-class Upstream:
+class Upstream(base.StandIn):
     """The upstream process, seen from the bench."""
 
     def __init__(self, workdir: Path) -> None:
         self.access_token = "plat_at_" + secrets.token_urlsafe(24)
         self.refresh_token = "plat_rt_" + secrets.token_urlsafe(24)
         self.client_secret = "plat_cs_" + secrets.token_urlsafe(24)
-        self.log = workdir / "upstream.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--serve-upstream"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        assert self.process.stdin is not None and self.process.stdout is not None
         config = {
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
             "client_id": CLIENT_ID,
             "client_secret": self.client_secret,
         }
-        self.process.stdin.write(json.dumps(config).encode() + b"\n")
-        self.process.stdin.flush()
-        ready = threading.Timer(60, self.process.kill)  # an upstream that never starts
-        ready.start()
-        line = self.process.stdout.readline()
-        ready.cancel()
-        if not line.strip().isdigit():
-            raise RuntimeError(f"the upstream did not start: {self.log.read_text()[-2000:]}")
-        self.port = int(line)
-        self.base = f"http://{base.HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__("upstream", __file__, "--serve-upstream", workdir, config, 60)
 
     def stats(self) -> dict[str, int]:
         """Counts so far; `gateway_connections`: the gateway's connections since the last
@@ -342,16 +320,8 @@ class Upstream:
             answer: dict[str, int] = json.loads(resp.read())
         return answer
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                assert self.process.stdin is not None
-                self.process.stdin.close()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+    def stop(self, wait: float = 10) -> None:
+        super().stop(wait)
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -882,29 +852,13 @@ def step_of(frames: list[str]) -> str:
         return TRANSPORT
     if any(k in frame for frame in frames for k in ("web/mcp.py", "mcp/server/", "mcp/shared/")):
         return SERVER
-    for frame in reversed(frames):
-        match = next((n for n, keys in LAYERS if any(k in frame for k in keys)), None)
-        if match:
-            return f"outside the call: {match}"
-    return "outside the call: other (stdlib, interpreter)"
+    return f"outside the call: {base.layer_of(frames, LAYERS)}"
 
 
 def summarize_steps(directory: str) -> list[tuple[str, float]]:
     """Share of the samples per step of a `/mcp` call; samples outside any call (the audit
     writer, the database threads, the server) by their layer."""
-    counts: dict[str, int] = {}
-    total = 0
-    for path in sorted(Path(directory).glob("worker-*.txt")):
-        for line in path.read_text().splitlines():
-            stack, _, number = line.rpartition(" ")
-            if not stack or not number.isdigit():
-                continue
-            label = step_of(stack.split(";"))
-            counts[label] = counts.get(label, 0) + int(number)
-            total += int(number)
-    if not total:
-        return []
-    return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda x: -x[1])
+    return base.collapsed_shares(directory, step_of)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1056,9 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "layers_pct": {k: round(v, 1) for k, v in base.summarize_profile(args.profile, LAYERS)},
             "steps_pct": {k: round(v, 1) for k, v in summarize_steps(args.profile)},
-            "top_functions_pct": {
-                k: round(v, 1) for k, v in http_gateway.top_functions(args.profile, 20)
-            },
+            "top_functions_pct": {k: round(v, 1) for k, v in base.top_functions(args.profile, 20)},
         }
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -865,10 +865,11 @@ _LAYERS = [
 ]
 
 
-def summarize_profile(
-    directory: str, layers: list[tuple[str, tuple[str, ...]]] = _LAYERS
+def collapsed_shares(
+    directory: str, label_of: Callable[[list[str]], str]
 ) -> list[tuple[str, float]]:
-    """Share of the samples per layer, over every worker's collapsed-stack file."""
+    """Share of the samples per label, over every worker's collapsed-stack file (py-spy
+    `--format raw`): `label_of` names each stack (its frames, outermost first)."""
     counts: dict[str, int] = {}
     total = 0
     for path in sorted(Path(directory).glob("worker-*.txt")):
@@ -876,16 +877,82 @@ def summarize_profile(
             stack, _, number = line.rpartition(" ")
             if not stack or not number.isdigit():
                 continue
-            frames = stack.split(";")
-            layer = "other (stdlib, interpreter)"
-            for frame in reversed(frames):
-                match = next((n for n, keys in layers if any(k in frame for k in keys)), None)
-                if match:
-                    layer = match
-                    break
-            counts[layer] = counts.get(layer, 0) + int(number)
+            label = label_of(stack.split(";"))
+            counts[label] = counts.get(label, 0) + int(number)
             total += int(number)
+    if not total:
+        return []
     return sorted(((k, 100 * v / total) for k, v in counts.items()), key=lambda x: -x[1])
+
+
+def layer_of(frames: list[str], layers: list[tuple[str, tuple[str, ...]]] = _LAYERS) -> str:
+    """The layer of the innermost frame that belongs to one."""
+    for frame in reversed(frames):
+        match = next((n for n, keys in layers if any(k in frame for k in keys)), None)
+        if match:
+            return match
+    return "other (stdlib, interpreter)"
+
+
+def summarize_profile(
+    directory: str, layers: list[tuple[str, tuple[str, ...]]] = _LAYERS
+) -> list[tuple[str, float]]:
+    """Share of the samples per layer, over every worker's collapsed-stack file."""
+    return collapsed_shares(directory, lambda frames: layer_of(frames, layers))
+
+
+def top_functions(directory: str, count: int = 15) -> list[tuple[str, float]]:
+    """The functions the samples were in (innermost frame, line numbers dropped), by share."""
+
+    def function(frames: list[str]) -> str:
+        name, _, where = frames[-1].partition(" (")
+        return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+    return collapsed_shares(directory, function)[:count]
+
+
+class StandIn:
+    """A stand-in server (a platform, an MCP upstream) run by a bench script in its own
+    process: `python SCRIPT FLAG` reads its config as one JSON line on stdin, prints the
+    port it listens on, and exits when its stdin closes."""
+
+    def __init__(self, name: str, script: str, flag: str, workdir: Path,
+                 config: dict[str, Any], start_timeout: float) -> None:  # fmt: skip
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(script).resolve()), flag],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(config).encode() + b"\n")
+        self.process.stdin.flush()
+        ready = threading.Timer(start_timeout, self.process.kill)  # one that never starts
+        ready.start()
+        line = self.process.stdout.readline()
+        ready.cancel()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the {name} did not start: {self.log.read_text()[-2000:]}")
+        self.port = int(line)
+        self.base = f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, wait: float = 5) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.process.stdin is not None
+                self.process.stdin.close()  # it exits when its stdin ends
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
 
 
 def profile_lines(result: dict[str, Any], phase: str) -> list[str]:

@@ -11,7 +11,7 @@ import httpx
 from playwright.sync_api import Browser, Page
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import access_token
+from tests.integration.helpers import access_token, add_crm_actions
 from tests.support.browser import chromium
 from tests.support.console import person, sign_in
 from tests.support.login import pkce_pair
@@ -40,8 +40,7 @@ def test_an_approver_approves_from_the_live_inbox_and_the_agent_goes_on(
 ) -> None:
     server, name = tenant.server, tenant.name
     tenant.agent = tenant.new_agent("ops-bot", "deals:read", "deals:write")
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
+    add_crm_actions(tenant, "crm:deals.delete")
     person(tenant, "ann@acme.example", "approver")
     token = access_token(tenant, scope="deals:write")
     intent = {"action": "crm:deals.delete", "resource": "crm:deals/7",
@@ -182,8 +181,7 @@ class _Evil:
 def test_forged_forms_and_other_tenants_get_nowhere(tenant: TenantSetup) -> None:
     server, name = tenant.server, tenant.name
     tenant.agent = tenant.new_agent("ops-bot", "deals:read", "deals:write")
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
+    add_crm_actions(tenant, "crm:deals.delete")
     person(tenant, "ann@acme.example", "approver")
     token = access_token(tenant, scope="deals:write")
     approval = _ask(tenant, token, action="crm:deals.delete", resource="crm:deals/9")["approval"]
@@ -230,8 +228,7 @@ def test_forged_forms_and_other_tenants_get_nowhere(tenant: TenantSetup) -> None
 
 def test_an_admin_suspends_an_agent_and_its_next_call_is_denied(tenant: TenantSetup) -> None:
     server, name = tenant.server, tenant.name
-    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
-               "--scope", "deals:read")  # fmt: skip
+    add_crm_actions(tenant, "crm:deals.read")
     person(tenant, "ada@acme.example", "admin")
     agent = tenant.agent
     token = access_token(tenant)

@@ -320,3 +320,15 @@ def server_signing_key(server: RunningServer) -> tuple[str, bytes]:
             await rt.close()
 
     return asyncio.run(load())
+
+
+CRM_ACTIONS = {"crm:deals.read": ("read", "deals:read"),
+               "crm:deals.delete": ("delete", "deals:write")}  # fmt: skip
+
+
+def add_crm_actions(tenant: TenantSetup, *names: str) -> None:
+    """Register the CRM's deal actions (all, or those named) with their class and scope."""
+    for name in names or tuple(CRM_ACTIONS):
+        klass, scope = CRM_ACTIONS[name]
+        tenant.server.cli("actions", "add", name, "--tenant", tenant.name, "--class", klass,
+                          "--scope", scope)  # fmt: skip

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import access_token, make_tenant, token_request
+from tests.integration.helpers import access_token, add_crm_actions, make_tenant, token_request
 from tests.support import console
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -244,12 +244,9 @@ def test_a_member_sees_no_agent_and_a_sponsor_sees_their_own(tenant: TenantSetup
 
 
 def test_the_chart_shows_the_decisions_made(tenant: TenantSetup, admin: httpx.Client) -> None:
-    server, name = tenant.server, tenant.name
+    server = tenant.server
     bot = tenant.new_agent("ops-bot", "deals:read", "deals:write")
-    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
-               "--scope", "deals:read")  # fmt: skip
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
+    add_crm_actions(tenant)
     token = access_token(tenant, bot)
     verdicts = []
     for action, resource in (("crm:deals.read", "crm:deals/1"), ("crm:deals.read", "crm:deals/2"),

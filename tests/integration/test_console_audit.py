@@ -22,7 +22,13 @@ import orjson
 import pytest
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import access_token, audit_events, make_tenant, token_request
+from tests.integration.helpers import (
+    access_token,
+    add_crm_actions,
+    audit_events,
+    make_tenant,
+    token_request,
+)
 from tests.support.console import PASSWORD, signed_in_as
 from tests.support.databases import BACKENDS, new_database_url
 from valetkey.audit.events import DECISIONS, AuditEvent, AuditQuery
@@ -85,10 +91,7 @@ def cid() -> str:
 def setup(tenant: TenantSetup) -> TenantSetup:
     server, name = tenant.server, tenant.name
     tenant.agent = tenant.new_agent("ops-bot", "deals:read", "deals:write")
-    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
-               "--scope", "deals:read")  # fmt: skip
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
+    add_crm_actions(tenant)
     server.cli("users", "create", "mia@acme.example", "--tenant", name)
     return tenant
 

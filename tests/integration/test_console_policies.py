@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import access_token, make_tenant
+from tests.integration.helpers import access_token, add_crm_actions, make_tenant
 from tests.support import console
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
@@ -43,10 +43,7 @@ def _csrf(page: str) -> str:
 @pytest.fixture
 def admin(tenant: TenantSetup) -> Iterator[httpx.Client]:
     server, name = tenant.server, tenant.name
-    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
-               "--scope", "deals:read")  # fmt: skip
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
+    add_crm_actions(tenant)
     server.cli("actions", "add", "crm:deals.export", "--tenant", name, "--class", "bulk")
     server.cli("actions", "add", "mail.send", "--tenant", name, "--class", "send")
     with sign_in(tenant) as client:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import access_token, audit_events, make_tenant
+from tests.integration.helpers import access_token, add_crm_actions, audit_events, make_tenant
 from tests.support.databases import new_database_url
 from tests.support.dpop import DPoPClient, ProofKey
 from tests.support.idp import FakeIdP, running_idp
@@ -30,10 +30,7 @@ EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 def setup(tenant: TenantSetup) -> TenantSetup:
     server, name = tenant.server, tenant.name
     tenant.agent = tenant.new_agent("ops-bot", "deals:read", "deals:write")
-    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
-               "--scope", "deals:read")  # fmt: skip
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
+    add_crm_actions(tenant)
     server.cli("actions", "add", "mail.send", "--tenant", name, "--class", "send")
     server.cli("users", "create", "ann@acme.example", "--tenant", name, "--role", "approver")
     return tenant

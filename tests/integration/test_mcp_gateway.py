@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.conftest import TenantSetup
 from tests.integration.helpers import audit_events
 from tests.support.idp import FakeIdP, running_idp
-from tests.support.mcp_upstream import McpUpstream, running_mcp_upstream
+from tests.support.mcp_upstream import McpUpstream, upstream_of
 from tests.support.platform import MAIL_INJECTION, MAIL_VISIBLE, Platform, running_platform
 from tests.support.server import RunningServer
 
@@ -37,13 +37,7 @@ def platform() -> Iterator[Platform]:
 
 @pytest.fixture
 def upstream(platform: Platform) -> Iterator[McpUpstream]:
-    """Accepts exactly the platform's live access tokens (it asks the platform whose)."""
-
-    def verify(token: str) -> str | None:
-        me = httpx.get(platform.api_base + "/me", headers={"Authorization": f"Bearer {token}"})
-        return str(me.json()["user"]) if me.status_code == 200 else None
-
-    with running_mcp_upstream(verify) as running:
+    with upstream_of(platform) as running:
         yield running
 
 

@@ -29,7 +29,7 @@ from tests.support.mcp_oauth import (
     https_documents,
     self_signed,
 )
-from tests.support.mcp_upstream import McpUpstream, running_mcp_upstream
+from tests.support.mcp_upstream import McpUpstream, upstream_of
 from tests.support.platform import Platform, running_platform
 from tests.support.server import RunningServer, running_server
 
@@ -75,13 +75,7 @@ def platform() -> Iterator[Platform]:
 
 @pytest.fixture
 def upstream(platform: Platform) -> Iterator[McpUpstream]:
-    """Accepts exactly the platform's live access tokens (it asks the platform whose)."""
-
-    def owner(token: str) -> str | None:
-        me = httpx.get(platform.api_base + "/me", headers={"Authorization": f"Bearer {token}"})
-        return str(me.json()["user"]) if me.status_code == 200 else None
-
-    with running_mcp_upstream(owner) as running:
+    with upstream_of(platform) as running:
         yield running
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx
 import mcp_types as types
 import uvicorn
 from mcp.server.context import ServerRequestContext
@@ -27,7 +28,7 @@ from mcp.server.lowlevel import Server
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.support.platform import MAIL_HTML
+from tests.support.platform import MAIL_HTML, Platform
 
 _ID = {"deal_id": {"type": "string", "description": "The deal's id."}}
 
@@ -167,3 +168,16 @@ def running_mcp_upstream(verify: Callable[[str], str | None]) -> Iterator[McpUps
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def upstream_of(platform: Platform) -> Iterator[McpUpstream]:
+    """An upstream that accepts exactly the platform's live access tokens (it asks the
+    platform whose they are), as a real tool server of that platform would."""
+
+    def owner(token: str) -> str | None:
+        me = httpx.get(platform.api_base + "/me", headers={"Authorization": f"Bearer {token}"})
+        return str(me.json()["user"]) if me.status_code == 200 else None
+
+    with running_mcp_upstream(owner) as running:
+        yield running
