@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import TenantSetup
-from tests.integration.helpers import audit_events, make_tenant
+from tests.integration.helpers import add_crm_actions, audit_events, make_tenant
 from tests.support.platform import Platform
 from tests.support.server import RunningServer, free_port
 from valetkey.sdk import AgentClient, AsyncAgentClient
@@ -78,12 +78,8 @@ class World:
 
 
 def add_actions(tenant: TenantSetup) -> None:
-    server, name = tenant.server, tenant.name
-    server.cli("actions", "add", "crm:deals.read", "--tenant", name, "--class", "read",
-               "--scope", "deals:read")  # fmt: skip
-    server.cli("actions", "add", "crm:deals.delete", "--tenant", name, "--class", "delete",
-               "--scope", "deals:write")  # fmt: skip
-    server.cli("users", "create", APPROVER, "--tenant", name, "--role", "approver")
+    add_crm_actions(tenant)
+    tenant.server.cli("users", "create", APPROVER, "--tenant", tenant.name, "--role", "approver")
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,9 @@ def test_a_used_up_limit_raises_rate_limited(world: World) -> None:
     world.server.cli("limits", "set", "--tenant", world.name, "--agent", agent["id"],
                      "--class", "read", "--max", "1", "--per", "minute")  # fmt: skip
     client = world.client(agent)
+    client.token()
+    if time.time() % 60 > 55:  # the limit's window is the clock's minute: both calls in one
+        time.sleep(60.5 - time.time() % 60)
     assert client.authorize(Intent("crm:deals.read", "crm:deals/1")).allowed
     with pytest.raises(RateLimited) as limited:
         client.authorize(Intent("crm:deals.read", "crm:deals/2"))

@@ -2,6 +2,7 @@
 with PyJWT (a library independent of ValetKey's)."""
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +19,15 @@ class FakeIdP:
         self.base_url = base_url
         self.issuer = issuer
         self.key = ec.generate_private_key(ec.SECP256R1())
-        self.kid = "idp-key-1"
+        # Unique per IdP: ports are reused within a test session, and ValetKey caches a key
+        # set by its URI, so two IdPs must never share a URI or a key id.
+        self.kid = "idp-key-" + secrets.token_hex(4)
+        self.jwks_path = "/jwks/" + secrets.token_hex(4)
         self.fetches = 0
 
     @property
     def jwks_uri(self) -> str:
-        return self.base_url + "/jwks"
+        return self.base_url + self.jwks_path
 
     def jwks(self) -> dict[str, Any]:
         public = jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
@@ -46,7 +50,7 @@ def running_idp(issuer: str = "https://idp.acme.example") -> Iterator[FakeIdP]:
             idp = holder["idp"]
             idp.fetches += 1
             body = json.dumps(idp.jwks()).encode()
-            self.send_response(200 if self.path == "/jwks" else 404)
+            self.send_response(200 if self.path == idp.jwks_path else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -48,6 +49,27 @@ def mac(runtime: Runtime, *parts: str) -> str:
     return _b64(hmac.new(_session_key(runtime), data, hashlib.sha256).digest())
 
 
+def seal(runtime: Runtime, purpose: str, data: dict[str, Any]) -> str:
+    """A cookie value carrying `data`, readable by the browser but signed (HMAC, bound to
+    `purpose`): the session, the company sign-in in flight."""
+    payload = _b64(orjson.dumps(data))
+    return payload + "." + mac(runtime, purpose, payload)
+
+
+def unseal(runtime: Runtime, purpose: str, raw: str) -> dict[str, Any] | None:
+    """What `seal` put in, if the value is genuine; else None."""
+    payload, _, tag = raw.partition(".")
+    if not payload or not hmac.compare_digest(
+        tag.encode(), mac(runtime, purpose, payload).encode()
+    ):
+        return None
+    try:
+        data = orjson.loads(_unb64(payload))
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def secure_cookies(runtime: Runtime) -> bool:
     return runtime.settings.issuer.startswith("https://")
 
@@ -61,10 +83,8 @@ async def _password_generation(runtime: Runtime, user_id: str) -> str:
 async def sign_session(runtime: Runtime, user: User, now: float) -> str:
     expires = int(now) + runtime.settings.session_ttl
     generation = await _password_generation(runtime, user.id)
-    payload = _b64(orjson.dumps(
-        {"u": user.id, "t": user.tenant_id, "e": expires, "g": generation, "i": round(now, 6)}
-    ))  # fmt: skip
-    return payload + "." + mac(runtime, "session", payload)
+    return seal(runtime, "session", {"u": user.id, "t": user.tenant_id, "e": expires,
+                                     "g": generation, "i": round(now, 6)})  # fmt: skip
 
 
 def set_session(response: Response, runtime: Runtime, value: str) -> None:
@@ -91,16 +111,12 @@ async def session_user(request: Request, runtime: Runtime, tenant_id: str | None
     """The signed-in user (of this tenant, when one is given), if the cookie is genuine and
     fresh, the password has not changed since, they have not signed out since, and the
     user is active."""
-    raw = request.cookies.get(SESSION_COOKIE, "")
-    payload, _, tag = raw.partition(".")
-    if not payload or not hmac.compare_digest(
-        tag.encode(), mac(runtime, "session", payload).encode()
-    ):
+    data = unseal(runtime, "session", request.cookies.get(SESSION_COOKIE, ""))
+    if data is None:
         return None
     try:
-        data = orjson.loads(_unb64(payload))
         user_id, expires, issued = str(data["u"]), float(data["e"]), float(data.get("i", 0))
-    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+    except (ValueError, TypeError, KeyError):
         return None
     if (tenant_id is not None and data.get("t") != tenant_id) or expires <= runtime.clock.now():
         return None

@@ -28,6 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from valetkey.audit import service
 from valetkey.audit.chain import Verification
 from valetkey.audit.events import DECISIONS, AuditEvent, AuditQuery, StoredEvent
+from valetkey.clock import to_datetime
 from valetkey.errors import NotFound
 from valetkey.identity.models import Client, User
 from valetkey.runtime import Runtime
@@ -206,7 +207,7 @@ class Row:
 
 
 def _stamp(ts_us: int) -> datetime:
-    return datetime.fromtimestamp(ts_us / 1e6, UTC)
+    return to_datetime(ts_us / 1e6)
 
 
 def _badge(event: StoredEvent) -> tuple[str, str]:

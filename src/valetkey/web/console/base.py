@@ -10,7 +10,6 @@ import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -19,6 +18,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from valetkey.clock import iso, to_datetime
 from valetkey.errors import Forbidden, InvalidInput
 from valetkey.identity.models import Tenant, User
 from valetkey.runtime import Runtime
@@ -216,13 +216,11 @@ def safe_next(value: str) -> str:
 
 # formatting helpers for the templates ------------------------------------------------------
 def _when(ts: float | None) -> str:
-    if not ts:
-        return "—"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return to_datetime(ts).strftime("%Y-%m-%d %H:%M UTC") if ts else "—"
 
 
 def _iso(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts or 0, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso(ts or 0)
 
 
 def _ago(ts: float | None) -> str:

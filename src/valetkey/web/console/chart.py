@@ -8,8 +8,9 @@ escaped here, so the result may be inserted into a page as it is.
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from html import escape
+
+from valetkey.clock import to_datetime
 
 HOUR = 3600
 # The series in drawing order (bottom to top of a stacked bar): the class `console.css`
@@ -118,7 +119,7 @@ def svg(data: Sequence[Hour], *, title: str, chart_id: str = "activity") -> str:
             out.append(
                 f'<line class="axis" x1="{_n(tick)}" y1="{base}" x2="{_n(tick)}" y2="{base + 5}"/>'
             )
-            day = datetime.fromtimestamp(h.start, UTC).strftime("%d %b")
+            day = to_datetime(h.start).strftime("%d %b")
             out.append(
                 f'<text x="{_n(tick)}" y="{base + 18}" text-anchor="middle">{escape(day)}</text>'
             )
@@ -155,4 +156,4 @@ def _n(value: float) -> str:
 
 
 def _hour_label(start: int) -> str:
-    return datetime.fromtimestamp(start, UTC).strftime("%d %b %H:00 UTC")
+    return to_datetime(start).strftime("%d %b %H:00 UTC")

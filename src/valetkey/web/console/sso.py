@@ -5,13 +5,11 @@ verifier and the `nonce` are HMACs of that state under the server's key, so the 
 the browser carries is `vk_sso` (HttpOnly, SameSite=Lax, signed, ten minutes): which state,
 tenant and issuer, and where to go after. The callback completes only in that browser."""
 
-import base64
 import hmac
 import secrets
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
@@ -20,16 +18,12 @@ from valetkey.errors import NotFound
 from valetkey.identity.models import Tenant, TrustedIssuer
 from valetkey.oauth.sso import SsoError
 from valetkey.web.console.base import cid, redirect, runtime_of, safe_next
-from valetkey.web.session import mac, secure_cookies, set_session, sign_session
+from valetkey.web.session import mac, seal, secure_cookies, set_session, sign_session, unseal
 
 router = APIRouter(prefix="/console/login/sso", include_in_schema=False)
 COOKIE = "vk_sso"
 CALLBACK = "/console/login/sso/callback"
 TTL = 600
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _back(error: str, tenant: str = "") -> Response:
@@ -63,13 +57,13 @@ async def start(request: Request) -> Response:
         )
     except SsoError:
         return _back("unreachable", ref)
-    payload = _b64(orjson.dumps({
+    sealed = seal(runtime, "sso", {
         "s": state, "t": tenant.id, "i": issuer.id, "e": int(runtime.clock.now()) + TTL,
         "n": safe_next(request.query_params.get("next", "")),
-    }))  # fmt: skip
+    })  # fmt: skip
     response = RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
     response.set_cookie(
-        COOKIE, payload + "." + mac(runtime, "sso", payload), max_age=TTL, path=CALLBACK,
+        COOKIE, sealed, max_age=TTL, path=CALLBACK,
         httponly=True, samesite="lax", secure=secure_cookies(runtime),
     )  # fmt: skip
     return response
@@ -84,18 +78,13 @@ def _verifier(request: Request, state: str) -> str:
 
 
 def _cookie(request: Request) -> dict[str, Any] | None:
-    raw = request.cookies.get(COOKIE, "")
-    payload, _, tag = raw.partition(".")
     runtime = runtime_of(request)
-    if not payload or not hmac.compare_digest(tag.encode(), mac(runtime, "sso", payload).encode()):
-        return None
+    data = unseal(runtime, "sso", request.cookies.get(COOKIE, ""))
     try:
-        data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or float(data.get("e", 0)) <= runtime.clock.now():
-        return None
-    return data
+        fresh = data is not None and float(data.get("e", 0)) > runtime.clock.now()
+    except (TypeError, ValueError):
+        fresh = False
+    return data if fresh else None
 
 
 @router.get("/callback")
